@@ -1,0 +1,122 @@
+"""The NS8 agent step protocol, as seen from inside one step.
+
+stdin carries the task data as JSON; the step prints exactly one JSON document on
+stdout; logs go to stderr with systemd priority prefixes; agent commands
+(set-status, set-progress, set-weight) are lines on the file descriptor named by
+AGENT_COMFD (stderr when unset, as the core `agent` library does).
+Validation failures are a list of {field, parameter, value, error} and exit code 10.
+"""
+
+import csv
+import json
+import os
+import sys
+
+EXIT_VALIDATION_FAILED = 10
+EXIT_FAILURE = 1
+
+SD_ERR = "<3>"
+SD_WARNING = "<4>"
+SD_INFO = "<6>"
+SD_DEBUG = "<7>"
+
+
+def validation_error(field, reason, value):
+    """One error item in the agent's format; `error` doubles as the UI's i18n key."""
+    parameter = field.split(".", 1)[0]
+    return {"field": field, "parameter": parameter, "value": value, "error": f"{parameter}_{reason}"}
+
+
+class ValidationFailed(Exception):
+    """Input the step refuses. Raise it before changing anything."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__(", ".join(e["error"] for e in self.errors))
+
+    @classmethod
+    def single(cls, field, reason, value):
+        return cls([validation_error(field, reason, value)])
+
+
+class Failure(Exception):
+    """An expected operational failure: its message is shown to the user as is."""
+
+
+def log(message, priority=SD_INFO):
+    for line in str(message).splitlines() or [""]:
+        print(f"{priority}{line}", file=sys.stderr, flush=True)
+
+
+def _agent_command(*args):
+    fd = int(os.environ.get("AGENT_COMFD", "2"))
+    with open(fd, "w", closefd=False, newline="") as stream:
+        csv.writer(stream, delimiter=" ", lineterminator="\n").writerow(args)
+        stream.flush()
+
+
+def set_status(status):
+    _agent_command("set-status", status)
+
+
+def set_progress(percent):
+    _agent_command("set-progress", int(percent))
+
+
+def set_weight(step, weight):
+    _agent_command("set-weight", step, int(weight))
+
+
+def step_name():
+    return os.path.basename(sys.argv[0]) or "step"
+
+
+def read_input(stream=None):
+    """The task data; the agent sends `null` when the task has no data."""
+    text = (stream or sys.stdin).read()
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValidationFailed.single("(root)", "invalid_json", text[:200]) from err
+
+
+def print_output(document):
+    json.dump(document, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def report_validation_failure(errors):
+    set_weight(step_name(), 0)
+    set_status("validation-failed")
+    print_output(errors)
+    log(f"Validation errors: {json.dumps(errors)}", SD_ERR)
+
+
+def run(main, stream=None):
+    """Run one step: main(data) returns the output document (or None for no output).
+
+    Never lets a traceback reach the user: expected failures print their message,
+    anything else one line naming the exception.
+    """
+    try:
+        data = read_input(stream)
+        result = main(data)
+        if result is not None:
+            print_output(result)
+        code = 0
+    except ValidationFailed as err:
+        report_validation_failure(err.errors)
+        code = EXIT_VALIDATION_FAILED
+    except Failure as err:
+        log(str(err), SD_ERR)
+        code = EXIT_FAILURE
+    except KeyboardInterrupt:
+        log("interrupted", SD_ERR)
+        code = EXIT_FAILURE
+    except Exception as err:  # noqa: BLE001 - the last line of defence of a step
+        log(f"unexpected error in {step_name()}: {type(err).__name__}: {err}", SD_ERR)
+        code = EXIT_FAILURE
+    sys.exit(code)
