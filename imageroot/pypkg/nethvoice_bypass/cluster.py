@@ -1,0 +1,81 @@
+"""The cluster Redis, read-only: NethVoice instances and the node's proxy.
+
+Read as user `default` (password `nopass`) from the replica when there is one, the
+way every NS8 agent reads cluster state; this module never writes other modules'
+keys.
+"""
+
+import os
+
+from .step import Failure
+
+NETHVOICE_IMAGE = "nethvoice"
+PROXY_IMAGE = "nethvoice-proxy"
+
+
+def redis_address():
+    return os.environ.get("REDIS_REPLICA_ADDRESS") or os.environ.get("REDIS_ADDRESS") or "127.0.0.1:6379"
+
+
+def connect():
+    import redis  # lazy: keeps actions that do not need Redis fast to start
+
+    host, _, port = redis_address().rpartition(":")
+    return redis.Redis(host=host or "127.0.0.1", port=int(port), username="default",
+                       password="nopass", decode_responses=True, socket_timeout=5)
+
+
+def image_name(image_url):
+    """`ghcr.io/nethesis/nethvoice:1.8.0` -> `nethvoice`."""
+    name = (image_url or "").rsplit("/", 1)[-1]
+    return name.split("@", 1)[0].split(":", 1)[0]
+
+
+class ClusterView:
+    """What this node runs, read in two pipelined round trips."""
+
+    def __init__(self, node_id, modules, proxy_id, proxy_srv):
+        self.node_id = node_id
+        self.modules = modules          # module id -> environment dict, this node only
+        self.proxy_id = proxy_id
+        self.proxy_srv = proxy_srv      # {"udp": {...}, "tcp": {...}}
+        self.cluster_network = None
+
+    def instances(self, image):
+        return {mid: env for mid, env in sorted(self.modules.items())
+                if image_name(env.get("IMAGE_URL")) == image}
+
+    @property
+    def nethvoice(self):
+        return self.instances(NETHVOICE_IMAGE)
+
+    @property
+    def proxy(self):
+        return self.modules.get(self.proxy_id) if self.proxy_id else None
+
+
+def read_cluster(rdb=None, node_id=None):
+    node_id = str(node_id or os.environ.get("NODE_ID", ""))
+    try:
+        rdb = rdb or connect()
+        placement = rdb.hgetall("cluster/module_node")
+        local = [mid for mid, node in placement.items() if str(node) == node_id]
+        pipe = rdb.pipeline(transaction=False)
+        for mid in local:
+            pipe.hgetall(f"module/{mid}/environment")
+        pipe.get(f"node/{node_id}/default_instance/{PROXY_IMAGE}")
+        pipe.get("cluster/network")
+        *envs, proxy_id, network = pipe.execute()
+        srv = {}
+        if proxy_id:
+            pipe = rdb.pipeline(transaction=False)
+            for transport in ("udp", "tcp"):
+                pipe.hgetall(f"module/{proxy_id}/srv/{transport}/sip")
+            srv = dict(zip(("udp", "tcp"), pipe.execute(), strict=True))
+    except Exception as err:
+        if type(err).__module__.startswith("redis"):
+            raise Failure(f"cannot read the cluster Redis at {redis_address()}: {err}") from err
+        raise
+    view = ClusterView(node_id, dict(zip(local, envs, strict=True)), proxy_id, srv)
+    view.cluster_network = network
+    return view

@@ -1,0 +1,320 @@
+"""Port-forward actions: validate, read the world, plan, apply, record.
+
+Every action holds the state lock from reading to recording, so concurrent tasks
+and event handlers see each other's results.
+"""
+
+import datetime
+
+from . import conntrack, forwards
+from .cluster import read_cluster
+from .firewalld import INPUT_ERRORS, Firewalld, FirewalldError
+from .forwards import CONFIGS, RUNTIME
+from .model import (
+    PROXY_LAN_PORTS,
+    SIP_PORT,
+    SIPS_PORT,
+    InvalidValue,
+    canonical_source,
+    family_of,
+    forward_id,
+)
+from .step import Failure, ValidationFailed, log, set_progress, validation_error
+from .store import Store
+
+FORWARD_FIELDS = ("instance", "protocol", "family", "port", "source", "allow_any_source", "description")
+
+
+def now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+# --- input -------------------------------------------------------------------------
+
+def forward_requests(data):
+    """One forward from the top level, or several from `forwards` (one task for many)."""
+    data = data or {}
+    if "forwards" in data:
+        mixed = [f for f in FORWARD_FIELDS if f in data and f != "instance"]
+        if mixed:
+            raise ValidationFailed([validation_error(mixed[0], "not_allowed_with_forwards", data[mixed[0]])])
+        return [({"instance": data.get("instance"), **item}, f"forwards.{i}.")
+                for i, item in enumerate(data["forwards"])]
+    return [(data, "")]
+
+
+def check_forward_request(request, prefix):
+    """Canonical values for one requested forward, or the list of its errors."""
+    errors = []
+
+    def fail(name, reason, value):
+        errors.append(validation_error(prefix + name, reason, value))
+
+    port = request.get("port", SIP_PORT)
+    if port == SIPS_PORT:
+        fail("port", "sips_not_supported", port)
+    elif port in PROXY_LAN_PORTS:
+        fail("port", "reserved_by_proxy", port)
+    source, family = request.get("source"), request.get("family")
+    if source is not None:
+        try:
+            source = canonical_source(source, family)
+            family = family or family_of(source)
+        except InvalidValue as err:
+            fail("source", err.reason, request.get("source"))
+        if request.get("allow_any_source"):
+            fail("allow_any_source", "conflicts_with_source", True)
+    elif not request.get("allow_any_source"):
+        fail("source", "required", None)
+    return errors, {
+        "instance": request.get("instance"),
+        "protocol": request.get("protocol", "udp"),
+        "family": family or "ipv4",
+        "port": port,
+        "source": source,
+        "description": (request.get("description") or "").strip(),
+    }
+
+
+# --- reading the world ---------------------------------------------------------------
+
+def observe(fw, zones):
+    return {zone: {config: fw.rich_rules(zone, config) for config in CONFIGS} for zone in sorted(zones)}
+
+
+def trunks_via_proxy(cluster, instance, protocol):
+    from .freepbx import read_trunks, transport_protocol
+
+    try:
+        trunks = read_trunks(instance)
+    except Failure as err:
+        log(f"trunk list not available for warnings: {err}")
+        return []
+    return [t for t in trunks if t.get("outbound_proxy") and transport_protocol(t) == protocol]
+
+
+def describe(entry, cluster, observed):
+    desired = forwards.desired_rule(entry, cluster)
+    return {
+        "id": entry["id"],
+        "instance": entry["instance"],
+        "family": entry["family"],
+        "protocol": entry["protocol"],
+        "port": entry["port"],
+        "source": entry.get("source"),
+        "description": entry.get("description", ""),
+        "zone": entry["zone"],
+        "rule": entry["rule"],
+        "target_port": desired.to_port if desired else None,
+        "state": forwards.forward_state(entry, desired, observed),
+        "present": forwards.presence(entry["rule"], entry["zone"], observed),
+    }
+
+
+# --- applying ------------------------------------------------------------------------
+
+def apply_changes(fw, changes):
+    """Apply rule changes in order; on failure undo what was done and re-raise.
+    Conntrack flushes come last and never fail the action."""
+    done = []
+    try:
+        for change in changes:
+            if change["op"] == "add_rule":
+                fw.add_rich_rule(change["zone"], change["rule"], change["config"])
+            elif change["op"] == "remove_rule":
+                fw.remove_rich_rule(change["zone"], change["rule"], change["config"])
+            else:
+                continue
+            done.append(change)
+    except Failure as err:
+        for change in reversed(done):
+            undo = fw.remove_rich_rule if change["op"] == "add_rule" else fw.add_rich_rule
+            try:
+                undo(change["zone"], change["rule"], change["config"])
+            except Failure as undo_err:
+                log(f"could not undo '{change['rule']}' ({change['config']}): {undo_err}")
+        if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
+            raise ValidationFailed([validation_error("(root)", "rejected_by_firewalld",
+                                                     f"{err.code}: {err.detail}")]) from err
+        raise Failure(f"{err}; the changes already made were undone") from err
+    return [dict(conntrack.flush(c["protocol"], c["port"], c["family"], c["source"]), forward=c["forward"])
+            for c in changes if c["op"] == "flush_conntrack"]
+
+
+def rule_changes(changes):
+    return [c for c in changes if c["op"] != "flush_conntrack"]
+
+
+# --- actions -------------------------------------------------------------------------
+
+def add_port_forward(data):
+    requests = forward_requests(data)
+    checked = [check_forward_request(request, prefix) for request, prefix in requests]
+    errors = [e for errs, _ in checked for e in errs]
+    if errors:
+        raise ValidationFailed(errors)
+    dry_run = bool((data or {}).get("dry_run"))
+    store = Store()
+    with store.locked():
+        cluster = read_cluster()
+        fw = Firewalld()
+        zone = fw.default_zone()
+        intent = store.load()
+        before = {k: dict(v) for k, v in intent["forwards"].items()}
+        entries, errors = [], []
+        for (_, prefix), (_, wanted) in zip(requests, checked, strict=True):
+            try:
+                instance = forwards.select_instance(cluster.nethvoice, wanted["instance"], prefix + "instance")
+            except ValidationFailed as err:
+                errors += err.errors
+                continue
+            if forwards.target_port(cluster.nethvoice[instance], wanted["protocol"]) is None:
+                errors.append(validation_error(prefix + "instance", "no_sip_port", instance))
+                continue
+            fid = forward_id(wanted["family"], wanted["protocol"], wanted["port"], wanted["source"])
+            existing = intent["forwards"].get(fid)
+            if existing and existing["instance"] != instance:
+                errors.append(validation_error(prefix + "source", "already_forwarded", wanted["source"]))
+                continue
+            entry = dict(existing) if existing else {
+                **wanted, "id": fid, "instance": instance, "zone": zone, "rule": "", "applied": False,
+                "created": now(),
+            }
+            if wanted["description"]:
+                entry["description"] = wanted["description"]
+            entries.append(entry)
+        if errors:
+            raise ValidationFailed(errors)
+        set_progress(30)
+        observed = observe(fw, {zone} | {e["zone"] for e in entries})
+        changes, warnings = [], []
+        lan_rules = forwards.proxy_rules(observed[zone][RUNTIME] | observed[zone]["permanent"])
+        ours = [forwards.desired_rule(e, cluster) for e in intent["forwards"].values()]
+        for entry in entries:
+            desired = forwards.desired_rule(entry, cluster)
+            if not entry["rule"]:
+                entry["rule"] = desired.to_rich_rule()
+            changes += forwards.plan_forward(entry, desired, observed)
+            via_proxy = trunks_via_proxy(cluster, entry["instance"], entry["protocol"]) \
+                if entry["source"] is None else []
+            warnings += forwards.forward_warnings(desired, lan_rules, cluster.proxy, via_proxy,
+                                                  [r for r in ours if r])
+            entry["rule"] = desired.to_rich_rule()
+        result = {"plan": changes, "dry_run": dry_run, "changed": bool(rule_changes(changes)),
+                  "warnings": warnings, "conntrack": []}
+        recorded = [e for e in entries if intent["forwards"].get(e["id"]) != dict(e, applied=True)]
+        if not dry_run and (changes or recorded):
+            set_progress(60)
+            result["conntrack"] = apply_changes(fw, changes)
+            for entry in recorded:  # new, moved, re-described, or found already in firewalld
+                intent["forwards"][entry["id"]] = dict(entry, applied=True, updated=now())
+            store.save(intent)
+            store.audit("add-port-forward", rule_changes(changes), before, intent["forwards"])
+            observed = observe(fw, {zone} | {e["zone"] for e in entries})
+        result["forwards"] = [
+            describe(e, cluster, observed) if not dry_run else
+            dict(describe(e, cluster, observed), state="planned" if rule_changes(changes) else "in_sync")
+            for e in entries]
+    if len(result["forwards"]) == 1 and "forwards" not in (data or {}):
+        result["forward"] = result["forwards"][0]
+    return result
+
+
+def remove_port_forward(data):
+    data = data or {}
+    if "id" not in data and "ids" not in data:
+        raise ValidationFailed([validation_error("id", "required", None)])
+    ids = data["ids"] if "ids" in data else [data["id"]]
+    field = "ids" if "ids" in data else "id"
+    dry_run = bool(data.get("dry_run"))
+    store = Store()
+    with store.locked():
+        intent = store.load()
+        errors = [validation_error(f"{field}.{i}" if field == "ids" else field, "not_found", fid)
+                  for i, fid in enumerate(ids) if fid not in intent["forwards"]]
+        if errors:
+            raise ValidationFailed(errors)
+        fw = Firewalld()
+        entries = [intent["forwards"][fid] for fid in ids]
+        observed = observe(fw, {e["zone"] for e in entries})
+        changes = [c for e in entries for c in forwards.plan_forward(e, None, observed, removing=True)]
+        result = {"plan": changes, "dry_run": dry_run, "changed": bool(changes), "conntrack": [],
+                  "removed": ids}
+        if not dry_run:
+            before = {k: dict(v) for k, v in intent["forwards"].items()}
+            result["conntrack"] = apply_changes(fw, changes)
+            for fid in ids:
+                del intent["forwards"][fid]
+            store.save(intent)
+            store.audit("remove-port-forward", rule_changes(changes), before, intent["forwards"])
+    return result
+
+
+def list_port_forwards(_data=None):
+    store = Store()
+    with store.locked():
+        intent = store.load()
+        cluster = read_cluster()
+        fw = Firewalld()
+        zone = fw.default_zone()
+        observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+    zone_rules = observed[zone][RUNTIME] | observed[zone]["permanent"]
+    ours = {e["rule"] for e in intent["forwards"].values()}
+    return {
+        "zone": zone,
+        "forwards": [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(),
+                                                                    key=lambda e: e["id"])],
+        "proxy_rules": [r.to_rich_rule() for r in forwards.proxy_rules(zone_rules)],
+        "other_rules": sorted(r for r in zone_rules if r not in ours and "forward-port" in r
+                              and not any(r == p.to_rich_rule() for p in forwards.proxy_rules({r}))),
+    }
+
+
+def reconcile(data=None, action="reconcile"):
+    """Bring firewalld back to the intent: re-add missing rules, follow port changes,
+    withdraw rules whose NethVoice instance is gone (kept in intent for its return)."""
+    dry_run = bool((data or {}).get("dry_run"))
+    store = Store()
+    with store.locked():
+        intent = store.load()
+        if not intent["forwards"]:
+            return {"plan": [], "dry_run": dry_run, "changed": False, "conntrack": []}
+        cluster = read_cluster()
+        fw = Firewalld()
+        entries = list(intent["forwards"].values())
+        observed = observe(fw, {e["zone"] for e in entries})
+        changes, updates = [], {}
+        for entry in entries:
+            desired = forwards.desired_rule(entry, cluster)
+            planned = forwards.plan_forward(entry, desired, observed)
+            changes += planned
+            if desired is not None and desired.to_rich_rule() != entry["rule"]:
+                updates[entry["id"]] = desired.to_rich_rule()
+        result = {"plan": changes, "dry_run": dry_run, "changed": bool(rule_changes(changes)), "conntrack": []}
+        if changes and not dry_run:
+            before = {k: dict(v) for k, v in intent["forwards"].items()}
+            result["conntrack"] = apply_changes(fw, changes)
+            for fid, rule in updates.items():
+                intent["forwards"][fid].update(rule=rule, updated=now())
+            store.save(intent)
+            store.audit(action, rule_changes(changes), before, intent["forwards"])
+    return result
+
+
+def remove_all_forwards(action="destroy-module"):
+    """Withdraw every rule this module recorded, and nothing else."""
+    store = Store()
+    with store.locked():
+        intent = store.load()
+        if not intent["forwards"]:
+            return {"removed": []}
+        fw = Firewalld()
+        entries = list(intent["forwards"].values())
+        observed = observe(fw, {e["zone"] for e in entries})
+        changes = [c for e in entries for c in forwards.plan_forward(e, None, observed, removing=True)]
+        before = {k: dict(v) for k, v in intent["forwards"].items()}
+        apply_changes(fw, changes)
+        intent["forwards"] = {}
+        store.save(intent)
+        store.audit(action, rule_changes(changes), before, {})
+    return {"removed": [e["id"] for e in entries]}

@@ -1,0 +1,141 @@
+"""The pure core for port forwards: desired rules, states, plans and warnings.
+
+Nothing here does I/O. Inputs are the intent entries, the cluster view and the
+rich rules read from firewalld; outputs are plain dicts ready for JSON.
+"""
+
+import ipaddress
+
+from .model import PROXY_LAN_PORTS, ForwardRule, parse_rich_rule
+from .step import validation_error
+
+RUNTIME, PERMANENT = "runtime", "permanent"
+CONFIGS = (RUNTIME, PERMANENT)
+
+
+def target_port(nethvoice_env, protocol):
+    """Asterisk's SIP port for a protocol: NethVoice with a separate UDP port
+    (ASTERISK_SIP_UDP_PORT) uses it for UDP; ASTERISK_SIP_PORT otherwise and for TCP."""
+    names = ["ASTERISK_SIP_UDP_PORT", "ASTERISK_SIP_PORT"] if protocol == "udp" else ["ASTERISK_SIP_PORT"]
+    for name in names:
+        value = (nethvoice_env or {}).get(name, "")
+        if value.isdigit() and 0 < int(value) < 65536:
+            return int(value)
+    return None
+
+
+def select_instance(nethvoice, requested, field="instance"):
+    """The NethVoice instance named in the input, or the only one on this node."""
+    if requested:
+        if requested not in nethvoice:
+            raise_validation(field, "not_found", requested)
+        return requested
+    if len(nethvoice) == 1:
+        return next(iter(nethvoice))
+    raise_validation(field, "required" if nethvoice else "no_nethvoice", requested)
+
+
+def raise_validation(field, reason, value):
+    from .step import ValidationFailed
+
+    raise ValidationFailed([validation_error(field, reason, value)])
+
+
+def desired_rule(entry, cluster):
+    """The rule this forward should have now, or None when its instance is gone."""
+    port = target_port(cluster.nethvoice.get(entry["instance"]), entry["protocol"])
+    if port is None:
+        return None
+    return ForwardRule(entry["family"], entry["protocol"], entry["port"], port, entry.get("source"))
+
+
+def presence(rule_text, zone, observed):
+    """observed: {zone: {config: set(rules)}} -> {config: bool}."""
+    return {config: rule_text in observed.get(zone, {}).get(config, set()) for config in CONFIGS}
+
+
+def forward_state(entry, desired, observed):
+    present = presence(entry["rule"], entry["zone"], observed)
+    if desired is None:
+        return "instance_missing"
+    if desired.to_rich_rule() != entry["rule"]:
+        return "stale_target"
+    if all(present.values()):
+        return "in_sync"
+    if not any(present.values()):
+        return "missing"
+    return "missing_runtime" if not present[RUNTIME] else "missing_permanent"
+
+
+def _rule_change(op, entry, config, rule, why):
+    return {"op": op, "forward": entry["id"], "zone": entry["zone"], "config": config, "rule": rule,
+            "why": why}
+
+
+def plan_forward(entry, desired, observed, removing=False):
+    """Changes that bring one forward to `desired` (or remove it), in apply order."""
+    changes = []
+    present = presence(entry["rule"], entry["zone"], observed)
+    if removing or desired is None or desired.to_rich_rule() != entry["rule"]:
+        why = ("forward removed" if removing else
+               f"instance {entry['instance']} is gone" if desired is None else
+               f"Asterisk's {entry['protocol'].upper()} SIP port changed to {desired.to_port}")
+        for config in CONFIGS:
+            if present[config]:
+                changes.append(_rule_change("remove_rule", entry, config, entry["rule"], why))
+    if not removing and desired is not None:
+        text = desired.to_rich_rule()
+        now = presence(text, entry["zone"], observed)
+        for config in CONFIGS:
+            if not now[config]:
+                why = "new forward" if not entry.get("applied") else f"missing from the {config} configuration"
+                changes.append(_rule_change("add_rule", entry, config, text, why))
+    if any(c["config"] == RUNTIME for c in changes):
+        changes.append({"op": "flush_conntrack", "forward": entry["id"], "protocol": entry["protocol"],
+                        "port": entry["port"], "family": entry["family"], "source": entry.get("source"),
+                        "why": "existing flows keep their old NAT binding until deleted"})
+    return changes
+
+
+def proxy_rules(observed_zone_rules):
+    """The proxy's behind-NAT LAN forwards (5060/5061 -> 6060/6061) found in a zone."""
+    rules = (parse_rich_rule(text) for text in observed_zone_rules)
+    return sorted((r for r in rules if r and r.to_port in PROXY_LAN_PORTS),
+                  key=lambda r: r.to_rich_rule())
+
+
+def forward_warnings(rule, proxy_lan_rules, proxy_env, trunks_via_proxy, other_forwards=()):
+    """What this forward takes away from the proxy, named."""
+    warnings = []
+    for lan in proxy_lan_rules:
+        if rule.overlaps(lan):
+            warnings.append({
+                "id": "overlaps_proxy_lan_rule",
+                "message": f"{rule.source or 'every source'} is inside the proxy's local network "
+                           f"{lan.source or 'any'} (its rule '{lan.to_rich_rule()}'); this forward takes "
+                           f"precedence (priority {rule.priority}) for {rule.protocol.upper()} {rule.port}",
+            })
+    if rule.source is None:
+        networks = [n for n in (proxy_env or {}).get("LOCALNETWORKS", "").split(",") if n]
+        names = ", ".join(t["name"] for t in trunks_via_proxy) or "none found"
+        warnings.append({
+            "id": "captures_every_source",
+            "message": f"without a source this forward captures every {rule.family} {rule.protocol.upper()} "
+                       f"packet to port {rule.port}: devices in the proxy's local networks "
+                       f"({', '.join(networks) or 'none configured'}) and trunks that still use the "
+                       f"proxy ({names}) stop reaching the proxy on {rule.protocol.upper()}",
+        })
+    for other in other_forwards:
+        if other.key != rule.key and other.to_port != rule.to_port and rule.overlaps(other):
+            warnings.append({
+                "id": "overlaps_other_forward",
+                "message": f"overlaps the forward '{other.to_rich_rule()}' with another target at the "
+                           "same priority: firewalld's order between them is undefined",
+            })
+    return warnings
+
+
+def source_in_networks(source, networks):
+    net = ipaddress.ip_network(source)
+    return [n for n in networks if net.version == ipaddress.ip_network(n).version
+            and net.subnet_of(ipaddress.ip_network(n))]
