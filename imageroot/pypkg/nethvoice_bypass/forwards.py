@@ -4,10 +4,8 @@ Nothing here does I/O. Inputs are the intent entries, the cluster view and the
 rich rules read from firewalld; outputs are plain dicts ready for JSON.
 """
 
-import ipaddress
-
 from .model import PROXY_LAN_PORTS, ForwardRule, parse_rich_rule
-from .step import validation_error
+from .step import ValidationFailed, validation_error
 
 RUNTIME, PERMANENT = "runtime", "permanent"
 CONFIGS = (RUNTIME, PERMANENT)
@@ -36,8 +34,6 @@ def select_instance(nethvoice, requested, field="instance"):
 
 
 def raise_validation(field, reason, value):
-    from .step import ValidationFailed
-
     raise ValidationFailed([validation_error(field, reason, value)])
 
 
@@ -134,8 +130,3 @@ def forward_warnings(rule, proxy_lan_rules, proxy_env, trunks_via_proxy, other_f
             })
     return warnings
 
-
-def source_in_networks(source, networks):
-    net = ipaddress.ip_network(source)
-    return [n for n in networks if net.version == ipaddress.ip_network(n).version
-            and net.subnet_of(ipaddress.ip_network(n))]

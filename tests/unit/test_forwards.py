@@ -1,0 +1,157 @@
+"""The pure planning core of port forwards."""
+
+import pytest
+from nethvoice_bypass import forwards
+from nethvoice_bypass.cluster import ClusterView, image_name
+from nethvoice_bypass.forwarding import check_forward_request, forward_requests
+from nethvoice_bypass.model import ForwardRule
+from nethvoice_bypass.step import ValidationFailed
+
+pytestmark = pytest.mark.unit
+
+NV = {"IMAGE_URL": "ghcr.io/nethesis/nethvoice:1.8.0", "ASTERISK_SIP_PORT": "20024",
+      "ASTERISK_SIP_UDP_PORT": "20040"}
+PROXY = {"IMAGE_URL": "ghcr.io/nethesis/nethvoice-proxy:1.7.1", "LOCALNETWORKS": "192.0.2.0/24"}
+
+
+def cluster(**modules):
+    return ClusterView("1", modules, "nethvoice-proxy1", {})
+
+
+def entry(**kw):
+    base = {"id": "udp-ipv4-5060-192.0.2.10", "instance": "nethvoice1", "family": "ipv4", "protocol": "udp",
+            "port": 5060, "source": "192.0.2.10", "zone": "public", "applied": True,
+            "rule": ForwardRule("ipv4", "udp", 5060, 20040, "192.0.2.10").to_rich_rule()}
+    return {**base, **kw}
+
+
+def test_image_name_and_instances():
+    assert image_name("ghcr.io/nethesis/nethvoice:1.8.0") == "nethvoice"
+    assert image_name("ghcr.io/nethesis/nethvoice-proxy@sha256:abc") == "nethvoice-proxy"
+    view = cluster(nethvoice1=NV, **{"nethvoice-proxy1": PROXY})
+    assert list(view.nethvoice) == ["nethvoice1"]
+    assert view.proxy is PROXY
+
+
+@pytest.mark.parametrize("env, protocol, expected", [
+    (NV, "udp", 20040),
+    (NV, "tcp", 20024),
+    ({"ASTERISK_SIP_PORT": "20024"}, "udp", 20024),
+    ({}, "udp", None),
+    ({"ASTERISK_SIP_PORT": "junk"}, "tcp", None),
+])
+def test_target_port_follows_nethvoice_layout(env, protocol, expected):
+    assert forwards.target_port(env, protocol) == expected
+
+
+def test_select_instance():
+    assert forwards.select_instance({"nethvoice1": NV}, None) == "nethvoice1"
+    for instances, requested, error in [
+        ({}, None, "instance_no_nethvoice"),
+        ({"nethvoice1": NV, "nethvoice2": NV}, None, "instance_required"),
+        ({"nethvoice1": NV}, "nethvoice9", "instance_not_found"),
+    ]:
+        with pytest.raises(ValidationFailed) as err:
+            forwards.select_instance(instances, requested)
+        assert err.value.errors[0]["error"] == error
+
+
+@pytest.mark.parametrize("request_, errors", [
+    ({"source": "192.0.2.10"}, []),
+    ({"source": "2001:DB8::10"}, []),
+    ({}, ["source_required"]),
+    ({"allow_any_source": True}, []),
+    ({"source": "192.0.2.10", "allow_any_source": True}, ["allow_any_source_conflicts_with_source"]),
+    ({"source": "192.0.2.10", "port": 5061}, ["port_sips_not_supported"]),
+    ({"source": "192.0.2.10", "port": 6060}, ["port_reserved_by_proxy"]),
+    ({"source": "192.0.2.10/24"}, ["source_host_bits_set"]),
+    ({"source": "192.0.2.10", "family": "ipv6"}, ["source_wrong_family"]),
+    ({"source": "mediant.example.org"}, ["source_format"]),
+])
+def test_request_checks(request_, errors):
+    found, _ = check_forward_request(request_, "")
+    assert [e["error"] for e in found] == errors
+
+
+def test_request_canonical_values_and_family_from_source():
+    _, wanted = check_forward_request({"source": "2001:DB8::10/128"}, "")
+    assert wanted == {"instance": None, "protocol": "udp", "family": "ipv6", "port": 5060,
+                      "source": "2001:db8::10", "description": ""}
+
+
+def test_batch_requests_carry_item_paths_and_instance():
+    requests = forward_requests({"instance": "nethvoice1", "forwards": [{"source": "x"}, {"source": "y"}]})
+    assert [p for _, p in requests] == ["forwards.0.", "forwards.1."]
+    assert requests[1][0]["instance"] == "nethvoice1"
+    found, _ = check_forward_request({"source": "192.0.2.1/24"}, "forwards.1.")
+    assert found[0]["field"] == "forwards.1.source" and found[0]["error"] == "forwards_host_bits_set"
+    with pytest.raises(ValidationFailed):
+        forward_requests({"source": "192.0.2.10", "forwards": [{}]})
+
+
+def test_plan_new_forward_adds_both_configs_then_flushes():
+    e = entry(applied=False)
+    desired = forwards.desired_rule(e, cluster(nethvoice1=NV))
+    changes = forwards.plan_forward(e, desired, {"public": {"runtime": set(), "permanent": set()}})
+    assert [(c["op"], c.get("config")) for c in changes] == [
+        ("add_rule", "runtime"), ("add_rule", "permanent"), ("flush_conntrack", None)]
+    assert changes[0]["rule"] == ('rule priority="-10" family="ipv4" source address="192.0.2.10" '
+                                  'forward-port port="5060" protocol="udp" to-port="20040"')
+
+
+def test_in_sync_forward_plans_nothing():
+    e = entry()
+    observed = {"public": {"runtime": {e["rule"]}, "permanent": {e["rule"]}}}
+    desired = forwards.desired_rule(e, cluster(nethvoice1=NV))
+    assert forwards.plan_forward(e, desired, observed) == []
+    assert forwards.forward_state(e, desired, observed) == "in_sync"
+
+
+def test_missing_runtime_is_re_added_without_touching_permanent():
+    e = entry()
+    observed = {"public": {"runtime": set(), "permanent": {e["rule"]}}}
+    desired = forwards.desired_rule(e, cluster(nethvoice1=NV))
+    assert forwards.forward_state(e, desired, observed) == "missing_runtime"
+    changes = forwards.plan_forward(e, desired, observed)
+    assert [(c["op"], c.get("config")) for c in changes] == [("add_rule", "runtime"), ("flush_conntrack", None)]
+
+
+def test_port_change_moves_the_rule():
+    e = entry()
+    observed = {"public": {"runtime": {e["rule"]}, "permanent": {e["rule"]}}}
+    moved = dict(NV, ASTERISK_SIP_UDP_PORT="20140")
+    desired = forwards.desired_rule(e, cluster(nethvoice1=moved))
+    assert forwards.forward_state(e, desired, observed) == "stale_target"
+    changes = forwards.plan_forward(e, desired, observed)
+    assert [(c["op"], c.get("config")) for c in changes][:4] == [
+        ("remove_rule", "runtime"), ("remove_rule", "permanent"), ("add_rule", "runtime"), ("add_rule", "permanent")]
+    assert 'to-port="20140"' in changes[2]["rule"] and "20140" in changes[0]["why"]
+
+
+def test_gone_instance_withdraws_rules():
+    e = entry()
+    observed = {"public": {"runtime": {e["rule"]}, "permanent": set()}}
+    assert forwards.desired_rule(e, cluster()) is None
+    assert forwards.forward_state(e, None, observed) == "instance_missing"
+    changes = forwards.plan_forward(e, None, observed)
+    assert [(c["op"], c.get("config")) for c in changes] == [("remove_rule", "runtime"), ("flush_conntrack", None)]
+
+
+def test_warnings_name_what_is_taken_from_the_proxy():
+    lan = forwards.proxy_rules({
+        'rule family="ipv4" source address="192.0.2.0/24" forward-port port="5060" protocol="udp" to-port="6060"',
+        'rule family="ipv4" source address="192.0.2.0/24" forward-port port="5061" protocol="tcp" to-port="6061"',
+        'rule family="ipv4" source address="192.0.2.50" forward-port port="5060" protocol="udp" to-port="7000"',
+    })
+    assert len(lan) == 2
+    mediant = ForwardRule("ipv4", "udp", 5060, 20040, "192.0.2.10")
+    ids = [w["id"] for w in forwards.forward_warnings(mediant, lan, PROXY, [])]
+    assert ids == ["overlaps_proxy_lan_rule"]
+    outside = ForwardRule("ipv4", "udp", 5060, 20040, "198.51.100.7")
+    assert forwards.forward_warnings(outside, lan, PROXY, []) == []
+    anything = ForwardRule("ipv4", "udp", 5060, 20040)
+    found = forwards.forward_warnings(anything, lan, PROXY, [{"name": "Telco-A"}])
+    assert [w["id"] for w in found] == ["overlaps_proxy_lan_rule", "captures_every_source"]
+    assert "192.0.2.0/24" in found[1]["message"] and "Telco-A" in found[1]["message"]
+    other = ForwardRule("ipv4", "udp", 5060, 20999, "192.0.2.0/24")
+    assert [w["id"] for w in forwards.forward_warnings(mediant, [], PROXY, [], [other])] == ["overlaps_other_forward"]
