@@ -1,0 +1,790 @@
+"""The sandbox node: a small, honest NS8 node for tests and `make sandbox`.
+
+What runs (everything as root, nothing on the host's network or firewall):
+
+- network namespace `node`: firewalld (default zone `public`) on a private D-Bus bus,
+  eth0 192.0.2.1/24 + 2001:db8::1/64, a dummy wg0 with the VPN address 10.5.4.1, and
+  SIP responders standing in for the NethVoice proxy (5060, LAN port 6060) and for
+  Asterisk (the NethVoice instance's SIP ports);
+- network namespace `remote`, joined by a veth pair: 192.0.2.10 ("the Mediant") and
+  192.0.2.11 ("another device"), 2001:db8::10 and ::11;
+- in the root namespace on 127.0.0.1: redis-server seeded like a cluster with NS8's
+  ACLs, MariaDB with NethVoice's FreePBX tables, and the module's agent;
+- files under the root dir laid out like a node: etc/nethserver/agent.env,
+  var/lib/nethserver/nethvoice-bypass1 (the module, rootfull, linked to the repo's
+  imageroot), home/nethvoice1/.config (a NethVoice stand-in with bin/mysql, bin/fwconsole).
+
+`<root>/sandbox.json` records names, credentials and PIDs, so `dev/sandbox stop` from
+another process can stop everything by PID and delete the namespaces and files.
+"""
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from . import procs
+from .firewalld import Firewalld
+from .sip_responder import PROXY_SCANNER_UA
+
+REPO = Path(__file__).resolve().parents[2]
+DEV = REPO / "dev"
+
+NODE_ID = "1"
+MODULE_ID = "nethvoice-bypass1"
+AGENT_ID = f"module/{MODULE_ID}"
+NETHVOICE_ID = "nethvoice1"
+PROXY_ID = "nethvoice-proxy1"
+
+LAN4, LAN6 = "192.0.2.0/24", "2001:db8::/64"
+CLUSTER_NETWORK = "10.5.4.0/24"
+ADDRESSES = {
+    "node": {"ipv4": "192.0.2.1", "ipv6": "2001:db8::1"},
+    "mediant": {"ipv4": "192.0.2.10", "ipv6": "2001:db8::10"},
+    "other": {"ipv4": "192.0.2.11", "ipv6": "2001:db8::11"},
+    "service_ip": "10.5.4.1",  # the node's VPN address (wg0): proxy SERVICE_IP, PROXY_IP
+    "public_ip": "203.0.113.5",  # the proxy's PUBLIC_IP (the node is behind NAT)
+}
+PORTS = {
+    "proxy_sip": 5060,
+    "proxy_sips": 5061,
+    "proxy_lan_sip": 6060,  # behind NAT the proxy's rich rules send the LAN here
+    "proxy_lan_sips": 6061,
+    "asterisk_sip_tcp": 20024,  # ASTERISK_SIP_PORT: TCP only on NethVoice 1.8 (fix_ports)
+    "asterisk_sip_udp": 20040,  # ASTERISK_SIP_UDP_PORT
+    "asterisk_sips": 20025,
+}
+PROXY_SERVER = f"NethServer 8 {PROXY_ID}"  # KML_SERVER_HEADER
+ASTERISK_SERVER = "Asterisk PBX"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_counter = iter(range(1, 1_000_000))
+
+
+def log(msg):
+    print(f"[sandbox] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------
+# Small helpers
+
+
+def run(*argv, input=None, check=True):
+    res = subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({res.returncode}): "
+                           f"{res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_env(path, values, mode=0o644):
+    """KEY=VALUE lines, no quoting: what agent.write_envfile and runagent expect."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(mode)
+
+
+def read_env(path):
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key] = value
+    return env
+
+
+def start_time(pid):
+    """The kernel start time of a PID: tells our process from a later one with its PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def tail(path, lines=20):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def netns_list():
+    return {line.split()[0] for line in run("ip", "netns", "list").stdout.splitlines() if line}
+
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def run_in_netns(netns, fn, *args, **kwargs):
+    """Call fn in a fresh thread that has joined the named network namespace.
+
+    setns(2) with CLONE_NEWNET changes only the calling thread, so sockets created
+    by fn live in that namespace while the rest of the process stays where it is.
+    """
+    result = {}
+
+    def target():
+        try:
+            with open(f"/run/netns/{netns}") as f:
+                if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({netns}) failed")
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # re-raised in the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def ping(dst, timeout=2.0):
+    """One ICMP echo over a raw socket (iputils-ping may not be installed)."""
+    v6 = ":" in dst
+    family, proto, req, rep = ((socket.AF_INET6, socket.IPPROTO_ICMPV6, 128, 129) if v6
+                               else (socket.AF_INET, socket.IPPROTO_ICMP, 8, 0))
+    ident = os.getpid() & 0xFFFF
+    packet = struct.pack("!BBHHH", req, 0, 0, ident, 1) + b"sandbox!"  # even length
+    if not v6:  # the kernel fills the ICMPv6 checksum, not the ICMPv4 one
+        total = sum(struct.unpack(f"!{len(packet) // 2}H", packet))
+        total = (total >> 16) + (total & 0xFFFF)
+        packet = packet[:2] + struct.pack("!H", ~(total + (total >> 16)) & 0xFFFF) + packet[4:]
+    with socket.socket(family, socket.SOCK_RAW, proto) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, (dst, 0))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data, _ = s.recvfrom(1500)
+            except TimeoutError:
+                return False
+            icmp = data if v6 else data[(data[0] & 0x0F) * 4:]  # v4 raw reads include the IP header
+            if icmp[0] == rep and struct.unpack("!H", icmp[4:6])[0] == ident:
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------------------
+# Seed data: what NS8 add-module, NethVoice and the proxy would have written
+
+
+def module_environment(module_id, image_url):
+    """The initial environment cluster/add-module gives every module."""
+    image_id = "sha256:" + secrets.token_hex(32)
+    return {
+        "IMAGE_ID": image_id,
+        "IMAGE_URL": image_url,
+        "IMAGE_DIGEST": "sha256:" + secrets.token_hex(32),
+        "IMAGE_REOPODIGEST": image_url.rsplit(":", 1)[0] + "@sha256:" + secrets.token_hex(32),
+        "MODULE_ID": module_id,
+        "NODE_ID": NODE_ID,
+        "MODULE_UUID": str(uuid.uuid4()),
+    }
+
+
+def nethvoice_environment(mariadb_port):
+    """NethVoice 1.8 (fix_ports) environment: SIP TCP and UDP on separate ports."""
+    env = module_environment(NETHVOICE_ID, "ghcr.io/nethesis/nethvoice:1.8.0")
+    env.update({
+        "TCP_PORT": "20000",
+        "TCP_PORTS_RANGE": "20000-20036",
+        "UDP_PORT": str(PORTS["asterisk_sip_udp"]),
+        "NETHVOICE_MARIADB_PORT": str(mariadb_port),  # the sandbox's MariaDB
+        "APACHE_PORT": "20001",
+        "ASTMANAGERPORT": "20002",
+        "NETHCTI_TLS_PORT": "20023",
+        "ASTERISK_SIP_PORT": str(PORTS["asterisk_sip_tcp"]),
+        "ASTERISK_SIPS_PORT": str(PORTS["asterisk_sips"]),
+        "ASTERISK_IAX_PORT": "20026",
+        "ASTERISK_WS_PORT": "20031",
+        "ASTERISK_WSS_PORT": "20034",
+        "ASTERISK_SIP_UDP_PORT": str(PORTS["asterisk_sip_udp"]),
+        # RTP blocks come from a per-module counter; these are kept clear of the
+        # UDP SIP port so the sandbox starts from a healthy configuration.
+        "ASTERISK_RTPSTART": "21002",
+        "ASTERISK_RTPEND": "22001",
+        "JANUS_RTPSTART": "22002",
+        "JANUS_RTPEND": "23001",
+        "PROXY_IP": ADDRESSES["service_ip"],
+        "PROXY_PORT": str(PORTS["proxy_sip"]),
+        "NETHVOICE_PROXY_FQDN": "sip.example.org",
+        "ICEENFORCE": "false",
+        "NETHVOICE_HOST": "voice.example.org",
+        "NETHCTI_UI_HOST": "cti.example.org",
+    })
+    return env
+
+
+def proxy_environment():
+    """nethvoice-proxy 1.7 configured behind NAT (configure-module with public_address)."""
+    env = module_environment(PROXY_ID, "ghcr.io/nethesis/nethvoice-proxy:1.7.1")
+    env.update({
+        "PUBLIC_IP": ADDRESSES["public_ip"],
+        "PRIVATE_IP": ADDRESSES["node"]["ipv4"],
+        "BEHIND_NAT": "true",
+        "LOCALNETWORKS": LAN4,
+        "DEFAULT_CONTACT": f"{ADDRESSES['public_ip']}:{PORTS['proxy_sip']}",
+        "SERVICE_IP": ADDRESSES["service_ip"],
+        "SERVICE_NET": CLUSTER_NETWORK,
+        "KML_SERVER_HEADER": PROXY_SERVER,
+        "KML_UA_HEADER": PROXY_SERVER,
+        "KML_DEFAULT_FQDN": "sip.example.org",
+        "KML_SIP_URL": "127.0.0.1",
+        "RTP_PORT_MIN": "10000",
+        "RTP_PORT_MAX": "20000",
+        "ENV": "prod",
+    })
+    return env
+
+
+def proxy_rich_rules():
+    """The proxy's behind-NAT rules (configure-module/20configure), as it writes them."""
+    net = LAN4
+    return [
+        f"rule family=ipv4 source address={net} forward-port port=5060 protocol=udp to-port=6060",
+        f"rule family=ipv4 source address={net} forward-port port=5060 protocol=tcp to-port=6060",
+        f"rule family=ipv4 source address={net} forward-port port=5061 protocol=tcp to-port=6061",
+    ]
+
+
+def module_acl(module_id, password):
+    """cluster/add-module's ACL for a module user, plus read access to the shared keys."""
+    m = module_id
+    return (f"user module/{m} on >{password} resetkeys ~module/{m}/* ~task/module/{m}/* "
+            "%R~cluster/* %R~node/* %R~module/* "
+            f"resetchannels &progress/module/{m}/* &module/{m}/event/* "
+            "+@read +@write +@transaction +@connection +publish -@admin")
+
+
+# ---------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """A sandbox node under `root`. `up()` starts it, `down()` removes every trace.
+
+    Useful attributes once up: addresses, ports, bus_address, netns (node/remote
+    names), redis (cluster/module/default credentials and address), mariadb,
+    install_dir, state_dir, env_file, nethvoice (its dirs), firewalld (the Firewalld
+    harness: firewall_cmd, nft). Commands: remote(), node(), in_netns(), runagent(),
+    sql(), redis_client(), agent_env().
+    """
+
+    def __init__(self, root, start_agent=True):
+        self.root = Path(root).resolve()
+        self.start_agent = start_agent
+        tag = f"nvb{os.getpid()}-{next(_counter)}-"
+        self.netns = {"node": tag + "node", "remote": tag + "remote"}
+        self.addresses = ADDRESSES
+        self.ports = PORTS
+        self.run_dir = self.root / "run"
+        self.log_dir = self.root / "log"
+        self.env_file = self.root / "etc/nethserver/agent.env"
+        self.install_dir = self.root / "var/lib/nethserver" / MODULE_ID
+        self.state_dir = self.install_dir / "state"
+        nv = self.root / "home" / NETHVOICE_ID / ".config"
+        self.nethvoice = {"module_id": NETHVOICE_ID, "install_dir": str(nv),
+                          "state_dir": str(nv / "state"),
+                          "fwconsole_log": str(nv / "state/fwconsole.log")}
+        self.firewalld = None
+        self.bus_address = None
+        self.redis = {}
+        self.mariadb = {}
+        self.state = {}
+        self._procs = {}  # name -> Popen, for processes this object started
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self):
+        return self.up()
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def up(self):
+        started = time.monotonic()
+        self._prepare_root()
+        try:
+            self._network()
+            self._firewalld()
+            self._redis()
+            self._mariadb()
+            self._sip_responders()
+            self._install_modules()
+            self._agent()
+        except BaseException:
+            log("start-up failed, cleaning up")
+            self.down()
+            raise
+        self.state["startup_seconds"] = round(time.monotonic() - started, 2)
+        self._save()
+        return self
+
+    def down(self):
+        if self.state:
+            teardown(self.state, self._procs)
+        self._procs.clear()
+        self.state = {}
+
+    # -- steps ----------------------------------------------------------------------
+
+    def _prepare_root(self):
+        if self.root in (Path("/"), REPO) or (self.root.exists() and any(self.root.iterdir())):
+            raise RuntimeError(f"{self.root} must be a new or empty directory "
+                               "(a running sandbox? try `dev/sandbox stop`)")
+        for d in (self.run_dir, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.state = {
+            "root": str(self.root),
+            "repo": str(REPO),
+            "module_id": MODULE_ID,
+            "agent_id": AGENT_ID,
+            "install_dir": str(self.install_dir),
+            "state_dir": str(self.state_dir),
+            "env_files": [str(self.env_file)],
+            "base_actions": str(DEV / "base-actions"),
+            "netns": {},
+            "addresses": self.addresses,
+            "ports": self.ports,
+            "nethvoice": self.nethvoice,
+            "logs": str(self.log_dir),
+            "pids": {},
+            "pid_start_times": {},
+        }
+        self._save()
+
+    def _save(self):
+        tmp = self.root / "sandbox.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        tmp.chmod(0o600)  # it holds the sandbox's passwords
+        tmp.replace(self.root / "sandbox.json")
+
+    def _track(self, name, popen):
+        """Record a started process at once, so a failure later still stops it."""
+        self._procs[name] = popen
+        self.state["pids"][name] = popen.pid
+        self.state["pid_start_times"][name] = start_time(popen.pid)
+        self._save()
+
+    def _spawn(self, name, argv, **kwargs):
+        popen = procs.start([str(a) for a in argv], self.log_dir / f"{name}.log", **kwargs)
+        self._track(name, popen)
+        return popen
+
+    def _network(self):
+        node, remote = self.netns["node"], self.netns["remote"]
+        for role, name in self.netns.items():
+            run("ip", "netns", "add", name)
+            self.state["netns"][role] = name
+            self._save()
+        a = self.addresses
+        run("ip", "-n", node, "-batch", "-", input="\n".join([
+            "link set lo up",
+            f"link add eth0 type veth peer name eth0 netns {remote}",
+            f"addr add {a['node']['ipv4']}/24 dev eth0",
+            f"addr add {a['node']['ipv6']}/64 dev eth0 nodad",
+            "link set eth0 up",
+            # NS8's WireGuard interface carries the cluster VPN address. An empty
+            # bridge will do (some kernels lack the dummy and wireguard drivers).
+            "link add wg0 type bridge",
+            f"addr add {a['service_ip']}/24 dev wg0",
+            "link set wg0 up",
+        ]) + "\n")
+        run("ip", "-n", remote, "-batch", "-", input="\n".join([
+            "link set lo up",
+            f"addr add {a['mediant']['ipv4']}/24 dev eth0",
+            f"addr add {a['other']['ipv4']}/24 dev eth0",
+            f"addr add {a['mediant']['ipv6']}/64 dev eth0 nodad",
+            f"addr add {a['other']['ipv6']}/64 dev eth0 nodad",
+            "link set eth0 up",
+        ]) + "\n")
+
+    def _firewalld(self):
+        self.firewalld = Firewalld(str(self.run_dir / "firewalld"), self.netns["node"])
+        try:
+            self.firewalld.start()
+        finally:  # record whatever did start
+            for name, popen in (("dbus", self.firewalld.dbus),
+                                ("firewalld", self.firewalld.daemon)):
+                if popen is not None:
+                    self._track(name, popen)
+        self.bus_address = self.state["bus_address"] = self.firewalld.bus_address
+        self._save()
+        # What the NS8 node actions would have done for NethVoice and its proxy:
+        # add-public-service (a firewalld service in the default zone),
+        # add-rich-rules (permanent, then reload), and the trusted zone for wg0.
+        def fw(*args):
+            res = self.firewalld.firewall_cmd(*args, check=False)
+            if res.returncode != 0:
+                raise RuntimeError(f"firewall-cmd {' '.join(args)}: {res.stderr.strip()}")
+        nv = nethvoice_environment(0)
+        services = {
+            PROXY_ID: ["5060/tcp", "5060/udp", "5061/tcp", "10000-20000/udp",
+                       "6060-6061/tcp", "6060/udp"],
+            NETHVOICE_ID: [f"{nv['ASTERISK_SIP_UDP_PORT']}/udp",
+                           f"{nv['NETHCTI_TLS_PORT']}/tcp",
+                           f"{nv['ASTERISK_RTPSTART']}-{nv['ASTERISK_RTPEND']}/udp",
+                           f"{nv['JANUS_RTPSTART']}-{nv['JANUS_RTPEND']}/udp"],
+        }
+        for service, ports in services.items():
+            fw("--permanent", f"--new-service={service}")
+            fw("--permanent", f"--service={service}", *[f"--add-port={p}" for p in ports])
+        fw("--permanent", *[f"--add-service={s}" for s in services])
+        fw("--permanent", *[f"--add-rich-rule={r}" for r in proxy_rich_rules()])
+        fw("--permanent", "--zone=trusted", "--add-interface=wg0")
+        fw("--permanent", "--zone=trusted", f"--add-source={CLUSTER_NETWORK}")
+        fw("--reload")
+        self._check_pings()
+
+    def _check_pings(self):
+        """Both ways, both families, through the running firewall."""
+        a = self.addresses
+        for src, dst in (("remote", a["node"]["ipv4"]), ("remote", a["node"]["ipv6"]),
+                         ("node", a["mediant"]["ipv4"]), ("node", a["other"]["ipv6"])):
+            if not self.in_netns(src, ping, dst):
+                raise RuntimeError(f"ping {src} -> {dst}: no echo reply")
+
+    def _redis(self):
+        port = free_port()
+        pw = {"cluster": secrets.token_hex(16), "node": secrets.token_hex(16),
+              **{m: secrets.token_hex(16) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID)}}
+        redis_dir = self.run_dir / "redis"
+        redis_dir.mkdir()
+        conf = redis_dir / "redis.conf"
+        conf.write_text("\n".join([
+            "bind 127.0.0.1",
+            f"port {port}",
+            f"dir {redis_dir}",
+            'save ""',
+            "appendonly no",
+            "daemonize no",
+            # NS8: everybody may read with default/nopass; writes need an own user.
+            "user default on >nopass ~* &* -@all +@read +@connection "
+            "+subscribe +psubscribe +unsubscribe +punsubscribe",
+            f"user cluster on >{pw['cluster']} ~* &* +@all",
+            f"user node/{NODE_ID} on >{pw['node']} ~* &* +@all -@admin",
+            *[module_acl(m, pw[m]) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID)],
+        ]) + "\n")
+        conf.chmod(0o600)
+        self._spawn("redis", ["redis-server", conf])
+        address = f"127.0.0.1:{port}"
+        self.redis = {
+            "address": address,
+            "cluster": {"address": address, "user": "cluster", "password": pw["cluster"]},
+            "module": {"address": address, "user": AGENT_ID, "password": pw[MODULE_ID]},
+            "default": {"address": address, "user": "default", "password": "nopass"},
+            "passwords": pw,
+        }
+        self.state["cluster_redis"] = self.redis["cluster"]
+        self.state["module_redis"] = self.redis["module"]
+        self.state["redis"] = self.redis
+        self._save()
+
+        def ready():
+            if self._procs["redis"].poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{tail(self.log_dir / 'redis.log')}")
+            try:
+                return self.redis_client("cluster").ping()
+            except Exception:
+                return False
+
+        procs.wait_for(ready, 10, "redis-server")
+
+    def _mariadb(self):
+        port, password = free_port(), secrets.token_hex(16)
+        base = self.run_dir / "mariadb"
+        datadir, sock = base / "data", base / "mysqld.sock"
+        datadir.mkdir(parents=True)
+        run("mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=root",
+            "--auth-root-authentication-method=normal", "--skip-test-db",
+            "--skip-name-resolve")
+        popen = self._spawn("mariadb", [
+            "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={datadir}", f"--socket={sock}",
+            f"--port={port}", "--bind-address=127.0.0.1", "--user=root",
+            f"--pid-file={base / 'mariadbd.pid'}", "--skip-name-resolve",
+            "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M",
+        ])
+        self.mariadb = {"host": "127.0.0.1", "port": port, "user": "root",
+                        "password": password, "socket": str(sock), "database": "asterisk"}
+        self.state["mariadb"] = self.mariadb
+        self._save()
+
+        def ready():
+            if popen.poll() is not None:
+                raise RuntimeError(f"mariadbd exited:\n{tail(self.log_dir / 'mariadb.log')}")
+            return run("mariadb-admin", "--no-defaults", f"--socket={sock}", "-uroot",
+                       "ping", check=False).returncode == 0
+
+        procs.wait_for(ready, 30, "mariadbd")
+        nv = nethvoice_environment(port)
+        # NethVoice's MariaDB container: root@'%' with MARIADB_ROOT_PASSWORD (the
+        # more specific root@127.0.0.1 of install-db would shadow it).
+        setup = f"""
+ALTER USER root@localhost IDENTIFIED BY '{password}';
+DROP USER IF EXISTS root@'127.0.0.1', root@'::1';
+CREATE USER root@'%' IDENTIFIED BY '{password}';
+GRANT ALL ON *.* TO root@'%' WITH GRANT OPTION;
+SET @asterisk_sip_port = '{nv['ASTERISK_SIP_PORT']}';
+SET @asterisk_sip_udp_port = '{nv['ASTERISK_SIP_UDP_PORT']}';
+SET @asterisk_sips_port = '{nv['ASTERISK_SIPS_PORT']}';
+SET @proxy_ip = '{nv['PROXY_IP']}';
+SET @proxy_port = '{nv['PROXY_PORT']}';
+"""
+        seed = (DEV / "ns8dev/seed/asterisk.sql").read_text()
+        run("mysql", "--no-defaults", f"--socket={sock}", "-uroot", input=setup + seed)
+
+    def _sip_responders(self):
+        p = self.ports
+        responders = {
+            "sip-proxy": [
+                "--server", PROXY_SERVER,
+                "--drop-user-agent", PROXY_SCANNER_UA,  # like Kamailio's REQINIT
+                *[f"--listen={proto}:{port}" for proto, port in (
+                    ("udp", p["proxy_sip"]), ("tcp", p["proxy_sip"]),
+                    ("udp", p["proxy_lan_sip"]), ("tcp", p["proxy_lan_sip"]))],
+            ],
+            "sip-asterisk": [
+                "--server", ASTERISK_SERVER,
+                f"--listen=tcp:{p['asterisk_sip_tcp']}", f"--listen=udp:{p['asterisk_sip_udp']}",
+            ],
+        }
+        env = dict(os.environ, PYTHONPATH=str(DEV))
+        for name, args in responders.items():
+            self._spawn(name, ["ip", "netns", "exec", self.netns["node"], sys.executable,
+                               "-m", "ns8dev.sip_responder", *args], env=env)
+        for name in responders:
+            def ready(name=name):
+                if self._procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
+                return "ready" in tail(self.log_dir / f"{name}.log", 5)
+            procs.wait_for(ready, 10, name)
+
+    def _install_modules(self):
+        node_path = f"{REPO / '.venv/bin'}:{DEV / 'bin'}:{SYSTEM_PATH}"
+        # /etc/nethserver/agent.env of the node
+        write_env(self.env_file, {
+            "REDIS_ADDRESS": self.redis["address"],
+            "NODE_ID": NODE_ID,
+            "NS8_SANDBOX_ROOT": self.root,
+            "NS8_SANDBOX_NETNS": self.netns["node"],
+            "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
+            "PATH": node_path,
+        })
+        pw = self.redis["passwords"]
+        envs = {
+            MODULE_ID: module_environment(MODULE_ID,
+                                          "ghcr.io/nethserver/nethvoice-bypass:latest"),
+            NETHVOICE_ID: nethvoice_environment(self.mariadb["port"]),
+            PROXY_ID: proxy_environment(),
+        }
+        # The core's own agents: runagent defaults to "cluster" as root.
+        for agent, user in (("cluster", "cluster"), ("node", f"node/{NODE_ID}")):
+            d = self.root / "var/lib/nethserver" / agent / "state"
+            write_env(d / "agent.env", {"REDIS_USER": user,
+                                        "REDIS_PASSWORD": pw[agent],
+                                        "PATH": node_path}, 0o600)
+            write_env(d / "environment", {"NODE_ID": NODE_ID})
+
+        # The module, rootfull: /var/lib/nethserver/<id>, code linked to the repo.
+        self.state_dir.mkdir(parents=True)
+        for entry in sorted((REPO / "imageroot").iterdir()):
+            (self.install_dir / entry.name).symlink_to(entry)
+        write_env(self.state_dir / "environment", envs[MODULE_ID])
+        write_env(self.state_dir / "agent.env", {
+            "REDIS_USER": AGENT_ID,
+            "REDIS_PASSWORD": pw[MODULE_ID],
+            "PYTHONPATH": self.install_dir / "pypkg",
+            "PATH": f"{self.install_dir / 'bin'}:{node_path}",
+        }, 0o600)
+
+        # The NethVoice stand-in, rootless: ~nethvoice1/.config
+        nv_dir = Path(self.nethvoice["install_dir"])
+        shutil.copytree(DEV / "nethvoice-standin/bin", nv_dir / "bin")
+        nv_state = nv_dir / "state"
+        write_env(nv_state / "environment", envs[NETHVOICE_ID])
+        write_env(nv_state / "passwords.env", {
+            "MARIADB_ROOT_PASSWORD": self.mariadb["password"],
+            "AMPDBPASS": secrets.token_hex(8),
+        }, 0o600)
+        write_env(nv_state / "agent.env", {
+            "REDIS_USER": f"module/{NETHVOICE_ID}",
+            "REDIS_PASSWORD": pw[NETHVOICE_ID],
+            "PYTHONPATH": nv_dir / "pypkg",
+            "PATH": f"{nv_dir / 'bin'}:{node_path}",
+        }, 0o600)
+        self._seed_redis(envs)
+
+    def _seed_redis(self, envs):
+        proxy = envs[PROXY_ID]
+        images = {MODULE_ID: "nethvoice-bypass", NETHVOICE_ID: "nethvoice",
+                  PROXY_ID: "nethvoice-proxy"}
+        r = self.redis_client("cluster")
+        p = r.pipeline()
+        p.set("cluster/network", CLUSTER_NETWORK)
+        p.hset(f"node/{NODE_ID}/vpn", mapping={
+            "ip_address": ADDRESSES["service_ip"], "public_key": secrets.token_hex(16),
+            "destinations": ADDRESSES["service_ip"] + "/32",
+            "endpoint": f"{ADDRESSES['public_ip']}:55820", "listen_port": "55820"})
+        for module_id, image in images.items():
+            p.hset("cluster/module_node", module_id, NODE_ID)
+            p.hset(f"module/{module_id}", mapping={"image": image, "image_url_override": "",
+                                                   "redis_sha256": ""})
+            p.hset(f"module/{module_id}/environment", mapping=envs[module_id])
+            p.sadd(f"module/{module_id}/flags",
+                   "rootfull" if module_id == MODULE_ID else "rootless")
+            p.set(f"cluster/module_sequence/{image}", 1)
+            p.set(f"cluster/default_instance/{image}", module_id)
+            p.set(f"node/{NODE_ID}/default_instance/{image}", module_id)
+        p.sadd(f"cluster/authorizations/module/{NETHVOICE_ID}", "traefik@any:fulladm",
+               "node:fwadm,portsadm", "nethvoice-proxy@any:routeadm",
+               "cluster:accountconsumer", "self:selfadm")
+        p.sadd(f"cluster/authorizations/module/{PROXY_ID}", "node:fwadm",
+               "traefik@any:certadm", "self:selfadm")
+        for transport in ("udp", "tcp"):  # the proxy's configure-module/90srv
+            p.hset(f"module/{PROXY_ID}/srv/{transport}/sip", mapping={
+                "port": str(PORTS["proxy_sip"]), "host": proxy["SERVICE_IP"],
+                "address": proxy["PRIVATE_IP"], "public_address": proxy["PUBLIC_IP"],
+                "fqdn": proxy["KML_DEFAULT_FQDN"], "node": NODE_ID,
+                "module_uuid": proxy["MODULE_UUID"]})
+        p.execute()
+
+    def _agent(self):
+        if not self.start_agent:
+            return
+        if not (DEV / "ns8dev/agent.py").exists():
+            log("dev/ns8dev/agent.py is missing: the agent is not started")
+            return
+        env = {"PATH": read_env(self.env_file)["PATH"], "PYTHONPATH": str(DEV),
+               "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
+        popen = self._spawn("agent", [
+            sys.executable, "-m", "ns8dev.agent", "serve", "--agent-id", AGENT_ID,
+            "--install-dir", self.install_dir, "--base-actions", DEV / "base-actions",
+            "--env-file", self.env_file,
+        ], env=env, cwd=self.state_dir)
+        r = self.redis_client("cluster")
+
+        def waiting_for_tasks():
+            if popen.poll() is not None:
+                raise RuntimeError(f"the agent exited:\n{tail(self.log_dir / 'agent.log')}")
+            return any(c.get("user") == AGENT_ID and c.get("cmd") in ("brpop", "blpop",
+                                                                       "blmove", "brpoplpush")
+                       for c in r.client_list())
+        try:
+            procs.wait_for(waiting_for_tasks, 15, "the agent to wait on its task queue")
+        except TimeoutError:
+            log("the agent runs but does not wait on its task queue yet; see "
+                f"{self.log_dir / 'agent.log'}")
+
+    # -- helpers for tests and the CLI ------------------------------------------------
+
+    def remote(self, *argv, check=True, **kwargs):
+        """Run a command in the remote namespace (where the Mediant lives)."""
+        return self._in("remote", argv, check, kwargs)
+
+    def node(self, *argv, check=True, **kwargs):
+        """Run a command in the node namespace (firewalld, the SIP responders)."""
+        return self._in("node", argv, check, kwargs)
+
+    def _in(self, which, argv, check, kwargs):
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(["ip", "netns", "exec", self.netns[which], *map(str, argv)],
+                              check=check, **kwargs)
+
+    def in_netns(self, which, fn, *args, **kwargs):
+        """Call fn(*args) with its sockets in the 'remote' or 'node' namespace."""
+        return run_in_netns(self.netns[which], fn, *args, **kwargs)
+
+    def runagent(self, *argv, check=True, **kwargs):
+        """dev/bin/runagent against this sandbox, e.g. runagent('-m', 'nethvoice1', 'env')."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        env = dict(kwargs.pop("env", os.environ), NS8_SANDBOX_ROOT=str(self.root))
+        return subprocess.run([str(DEV / "bin/runagent"), *map(str, argv)], env=env,
+                              check=check, **kwargs)
+
+    def agent_env(self):
+        """The environment of an action step of the module, as the agent builds it
+        (without the per-task AGENT_TASK_* and AGENT_COMFD)."""
+        env = {}
+        for path in (self.env_file, self.state_dir / "agent.env",
+                     self.state_dir / "environment"):
+            env.update(read_env(path))
+        env.update(AGENT_ID=AGENT_ID, AGENT_INSTALL_DIR=str(self.install_dir),
+                   AGENT_STATE_DIR=str(self.state_dir))
+        return env
+
+    def redis_client(self, who="cluster"):
+        """A redis.Redis for 'cluster', 'module' (nethvoice-bypass1) or 'default'."""
+        import redis
+
+        creds = self.redis[who]
+        host, port = creds["address"].split(":")
+        return redis.Redis(host=host, port=int(port), username=creds["user"],
+                           password=creds["password"], decode_responses=True)
+
+    def sql(self, query, database="asterisk"):
+        """Rows of a query on the sandbox MariaDB, as lists of strings."""
+        res = run("mysql", "--no-defaults", f"--socket={self.mariadb['socket']}", "-uroot",
+                  f"-p{self.mariadb['password']}", "--batch", "--skip-column-names",
+                  database, "-e", query)
+        return [line.split("\t") for line in res.stdout.splitlines()]
+
+
+# ---------------------------------------------------------------------------------
+# Teardown, shared by Sandbox.down() and `dev/sandbox stop` in another process
+
+
+def teardown(state, popens=None):
+    """Stop the recorded processes (newest first), delete namespaces, remove files."""
+    popens = popens or {}
+    for name in reversed(list(state.get("pids", {}))):
+        pid = state["pids"][name]
+        if name in popens:
+            procs.stop(popens[name])
+        elif start_time(pid) is not None and start_time(pid) == \
+                state.get("pid_start_times", {}).get(name):
+            procs.stop(pid)
+        else:
+            continue  # gone already, or the PID now belongs to someone else
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # children it left behind (e.g. running steps)
+    existing = netns_list()
+    for name in reversed(list(state.get("netns", {}).values())):
+        if name in existing:
+            run("ip", "netns", "delete", name, check=False)
+    root = Path(state.get("root", ""))
+    if root.is_dir() and (root / "sandbox.json").exists() and root not in (Path("/"), REPO):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def load_state(root):
+    path = Path(root) / "sandbox.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def running_pids(state):
+    return {name: pid for name, pid in state.get("pids", {}).items()
+            if start_time(pid) is not None
+            and start_time(pid) == state.get("pid_start_times", {}).get(name)}

@@ -1,0 +1,183 @@
+"""A minimal SIP user agent server: answers every request with 200 OK.
+
+Stands in for the NethVoice proxy (Kamailio, `Server: NethServer 8 <id>`) and for
+Asterisk (`Server: Asterisk PBX`) in the sandbox, so a probe can tell who answered.
+Stdlib only; listens on UDP and TCP, IPv4 and IPv6 (one dual-stack socket each).
+
+    python -m ns8dev.sip_responder --server "Asterisk PBX" --listen udp:20040 --listen tcp:20024
+
+One log line per request on stdout, e.g.
+    udp 192.0.2.10:40000 -> 5060 OPTIONS ua='probe' answered
+and the line `ready` once every listener is bound.
+"""
+
+import argparse
+import asyncio
+import re
+import socket
+
+# Compact header forms (RFC 3261 §7.3.3) we need to recognise.
+COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length"}
+COPIED = ("via", "from", "to", "call-id", "cseq")
+CANONICAL = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+
+# The proxy's scanner drop list (kamailio.cfg route[REQINIT]); the sandbox proxy uses it.
+PROXY_SCANNER_UA = (
+    "friendly|sundayddr|scanner|sip-scan|SIPScan|sipsak|sipcli|sipv|VaxSIPUserAgent"
+    "|VaxIPUserAgent|SIVuS|smap"
+)
+
+
+def parse(data):
+    """Split a SIP message into (start line, [(lower name, name, value)], body)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:  # folded continuation line
+            low, name, value = headers[-1]
+            headers[-1] = (low, name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        low = name.strip().lower()
+        headers.append((COMPACT.get(low, low), name.strip(), value.strip()))
+    return lines[0], headers, body
+
+
+def plain_host(host):
+    """'::ffff:192.0.2.10' -> '192.0.2.10' (dual-stack sockets report mapped addresses)."""
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+def fill_via(value, host, port):
+    """Add received= and fill an empty rport on the top Via, as RFC 3261/3581 servers do."""
+    if re.search(r";\s*rport(?=;|$)", value):
+        value = re.sub(r";\s*rport(?=;|$)", f";rport={port}", value, count=1)
+    if ";received=" not in value:
+        value += f";received={host}"
+    return value
+
+
+class Responder:
+    def __init__(self, server, drop_user_agent=None):
+        self.server = server
+        self.drop = re.compile(drop_user_agent) if drop_user_agent else None
+
+    def handle(self, data, transport, peer, local_port):
+        """Return the reply bytes for one request, or None (dropped, ACK, not a request)."""
+        start, headers, _ = parse(data)
+        parts = start.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("SIP/2.0"):
+            return None  # a response or garbage: a UAS never answers those
+        method = parts[0]
+        host, port = plain_host(peer[0]), peer[1]
+        ua = next((v for low, _, v in headers if low == "user-agent"), "")
+        verdict = "answered"
+        if method == "ACK":
+            verdict = "ignored"
+        elif self.drop and self.drop.search(ua):
+            verdict = "dropped"  # like Kamailio: no reply at all
+        print(f"{transport} {host}:{port} -> {local_port} {method} ua={ua!r} {verdict}",
+              flush=True)
+        if verdict != "answered":
+            return None
+        out = ["SIP/2.0 200 OK"]
+        first_via = True
+        for low, _, value in headers:
+            if low not in COPIED:
+                continue
+            if low == "via" and first_via:
+                value = fill_via(value, host, port)
+                first_via = False
+            if low == "to" and not re.search(r";\s*tag=", value):
+                value += ";tag=sbx" + format(abs(hash((host, port, value))) % 10**8, "08d")
+            out.append(f"{CANONICAL[low]}: {value}")
+        out += [f"Server: {self.server}", "Content-Length: 0", "", ""]
+        return "\r\n".join(out).encode()
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, responder, port):
+        self.responder, self.port = responder, port
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        reply = self.responder.handle(data, "udp", addr, self.port)
+        if reply:
+            self.transport.sendto(reply, addr)
+
+
+def dual_stack_socket(kind, host, port):
+    sock = socket.socket(socket.AF_INET6, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+async def read_message(reader):
+    """One SIP message from a stream: headers up to the blank line, then Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    _, headers, _ = parse(head)
+    length = next((int(v) for low, _, v in headers if low == "content-length"), 0)
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+async def serve(responder, listeners, host="::"):
+    loop = asyncio.get_running_loop()
+    for proto, port in listeners:
+        if proto == "udp":
+            sock = dual_stack_socket(socket.SOCK_DGRAM, host, port)
+            await loop.create_datagram_endpoint(lambda p=port: UdpProtocol(responder, p),
+                                                sock=sock)
+        else:
+            async def on_client(reader, writer, p=port):
+                peer = writer.get_extra_info("peername")
+                try:
+                    while True:
+                        reply = responder.handle(await read_message(reader), "tcp", peer, p)
+                        if reply:
+                            writer.write(reply)
+                            await writer.drain()
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        ConnectionError):
+                    pass
+                finally:
+                    writer.close()
+
+            sock = dual_stack_socket(socket.SOCK_STREAM, host, port)
+            await asyncio.start_server(on_client, sock=sock)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+def parse_listen(value):
+    proto, _, port = value.partition(":")
+    if proto not in ("udp", "tcp") or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected udp:PORT or tcp:PORT")
+    return proto, int(port)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="value of the Server header")
+    parser.add_argument("--listen", type=parse_listen, action="append", required=True,
+                        metavar="udp:PORT|tcp:PORT")
+    parser.add_argument("--host", default="::", help="bind address (default dual-stack ::)")
+    parser.add_argument("--drop-user-agent", metavar="REGEX",
+                        help="silently drop requests whose User-Agent matches (re.search), "
+                        f"like the proxy's scanner list: {PROXY_SCANNER_UA}")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(serve(Responder(args.server, args.drop_user_agent), args.listen, args.host))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
