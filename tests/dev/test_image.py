@@ -48,7 +48,7 @@ def source_imageroot():
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     if os.geteuid() != 0 or not shutil.which("buildah"):
-        pytest.skip("needs root and buildah (make deb-deps)")
+        pytest.fail("needs root and buildah (make deb-deps)")
     work = tmp_path_factory.mktemp("image")
     (work / "storage.conf").write_text(
         f'[storage]\ndriver = "vfs"\ngraphroot = "{work}/root"\nrunroot = "{work}/run"\n')
