@@ -633,6 +633,7 @@ def _parser():
             p.add_argument("-v", "--verbose", action="store_true",
                            help="also print the agent log and progress to stderr")
             p.add_argument("--raw", action="store_true", help="print the output as it is")
+            p.add_argument("--user", default="", help="AGENT_TASK_USER")
             p.add_argument("action")
             p.add_argument("data", nargs="?", default=None, help="task data: JSON, or - for stdin")
     return parser
@@ -667,7 +668,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     publish = (lambda text: print(f"progress {text}", file=sys.stderr)) if args.verbose else None
-    result = agent.run(args.action, data, user="dev", publish=publish)
+    result = agent.run(args.action, data, user=args.user, publish=publish)
     if args.raw:
         print(result.output)
     else:

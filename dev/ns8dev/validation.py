@@ -15,7 +15,7 @@ import math
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
