@@ -1,0 +1,170 @@
+"""configure-bypass: trunks without the proxy, FreePBX NAT settings, domain aliases.
+
+Order of apply: proxy routes first (each is undone if a later step fails), then all
+FreePBX changes in one database transaction, then one `fwconsole reload`.
+"""
+
+import datetime
+
+from . import bypass, freepbx
+from .cluster import read_cluster
+from .forwards import select_instance
+from .step import Failure, ValidationFailed, log, set_progress
+from .store import Store
+
+DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
+ROUTE_OPS = {"add_route", "remove_route"}
+
+
+def now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def empty_instance_intent():
+    return {"trunks": {}, "nat": None, "domain_aliases": {}}
+
+
+def proxy_task(cluster, action, data):
+    from .clusterapi import run_task
+
+    if not cluster.proxy_id:
+        raise Failure("this node has no nethvoice-proxy: domain aliases need one")
+    result = run_task(f"module/{cluster.proxy_id}", action, data)
+    if result["exit_code"] != 0:
+        raise Failure(f"{cluster.proxy_id} {action} failed ({result['exit_code']}): "
+                      f"{(result.get('error') or '').strip()[-300:]}")
+    return result["output"]
+
+
+def read_routes(cluster):
+    return {r["domain"]: r for r in proxy_task(cluster, "list-routes", {}) or []}
+
+
+def other_instance_trunks(cluster, instance):
+    names = {}
+    for other in cluster.nethvoice:
+        if other != instance:
+            try:
+                names[other] = [t["name"] for t in freepbx.read_trunks(other)]
+            except Failure as err:
+                log(f"trunks of {other} not readable: {err}")
+    return names
+
+
+def plan_configuration(data, cluster, instance, site, mine, routes):
+    """Everything configure-bypass would change, or ValidationFailed."""
+    nv = cluster.nethvoice[instance]
+    changes, errors = [], []
+    desired_trunks = None
+    if "trunks" in data:
+        desired_trunks, errs = bypass.resolve_trunks(data["trunks"], site["trunks"], {})
+        if errs:  # only then is it worth reading the other instances, to say where a trunk is
+            desired_trunks, errs = bypass.resolve_trunks(data["trunks"], site["trunks"],
+                                                         other_instance_trunks(cluster, instance))
+        errors += errs
+    nat_desired = None
+    if "nat" in data and data["nat"] is not None:
+        nat_desired, errs = bypass.check_nat(data["nat"], cluster.cluster_network)
+        errors += errs
+    domains = None
+    if "domain_aliases" in data:
+        hosts = {e.get("NETHVOICE_HOST", "").lower() for e in cluster.nethvoice.values()} - {""}
+        domains, errs = bypass.check_domains(data["domain_aliases"], hosts, routes or {}, mine["domain_aliases"])
+        errors += errs
+    if errors:
+        raise ValidationFailed(errors)
+    if desired_trunks is not None:
+        changes += bypass.plan_trunks(desired_trunks, site["trunks"], mine["trunks"],
+                                      bypass.proxy_outbound_value(nv))
+    if nat_desired is not None:
+        changes += bypass.plan_nat(nat_desired, site)
+    elif "nat" in data and mine["nat"]:  # null: give FreePBX back what it had before us
+        changes += bypass.plan_nat(mine["nat"]["previous"], site)
+    if domains is not None:
+        changes += bypass.plan_domains(domains, routes, mine["domain_aliases"],
+                                       bypass.route_uri(cluster.proxy, nv), f"{instance} via nethvoice-bypass")
+    return changes, desired_trunks, nat_desired, domains
+
+
+def apply_routes(cluster, changes):
+    done = []
+    try:
+        for change in changes:
+            if change["op"] == "add_route":
+                proxy_task(cluster, "add-route", {"domain": change["domain"], "address": [
+                    {"uri": change["uri"], "description": change["description"]}]})
+            elif change["op"] == "remove_route":
+                proxy_task(cluster, "remove-route", {"domain": change["domain"]})
+            else:
+                continue
+            done.append(change)
+    except Failure:
+        undo_routes(cluster, done)
+        raise
+    return done
+
+
+def undo_routes(cluster, done):
+    for change in reversed(done):
+        try:
+            if change["op"] == "add_route" and not change["before"]:
+                proxy_task(cluster, "remove-route", {"domain": change["domain"]})
+            elif change["op"] == "remove_route":
+                proxy_task(cluster, "add-route", {"domain": change["domain"],
+                                                  "address": change["before"]["address"]})
+        except Failure as err:
+            log(f"could not undo the route change for {change['domain']}: {err}")
+
+
+def configure_bypass(data):
+    data = data or {}
+    dry_run = bool(data.get("dry_run"))
+    store = Store()
+    with store.locked():
+        cluster = read_cluster()
+        instance = select_instance(cluster.nethvoice, data.get("instance"))
+        intent = store.load()
+        mine = intent.setdefault("bypass", {}).get(instance) or empty_instance_intent()
+        site = freepbx.read_site(instance)
+        routes = read_routes(cluster) if "domain_aliases" in data or mine["domain_aliases"] else {}
+        set_progress(30)
+        changes, desired_trunks, nat_desired, domains = plan_configuration(data, cluster, instance, site, mine,
+                                                                          routes)
+        trunks_by_id = {str(t["id"]): t for t in site["trunks"]}
+        bypassed = desired_trunks if desired_trunks is not None else list(mine["trunks"])
+        warnings = bypass.warnings_for(trunks_by_id, bypassed,
+                                       [c for c in changes if c["op"] in ("set_externip", "set_localnets")])
+        result = {"instance": instance, "plan": changes, "dry_run": dry_run, "changed": bool(changes),
+                  "reloaded": False, "warnings": warnings}
+        if dry_run or not changes:
+            return result
+        before = {k: v for k, v in mine.items()}
+        done_routes = apply_routes(cluster, changes)
+        set_progress(60)
+        db_changes = [c for c in changes if c["op"] in DB_OPS]
+        if db_changes:
+            try:
+                freepbx.apply_changes(instance, db_changes)
+            except Failure as err:
+                undo_routes(cluster, done_routes)
+                raise Failure(f"{err}; the database was left unchanged and route changes were undone") from err
+            freepbx.reload(instance)
+            result["reloaded"] = True
+        if desired_trunks is not None:
+            mine["trunks"] = {tid: {"name": trunks_by_id[tid]["name"], "since": mine["trunks"].get(tid, {})
+                                    .get("since", now())} for tid in desired_trunks}
+        if nat_desired is not None:
+            previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
+                                                              "localnets": site["localnets"]}
+            mine["nat"] = {**nat_desired, "previous": previous}
+        elif "nat" in data:
+            mine["nat"] = None
+        if domains is not None:
+            mine["domain_aliases"] = {d: {"uri": bypass.route_uri(cluster.proxy, cluster.nethvoice[instance])}
+                                      for d in domains}
+        intent["bypass"][instance] = mine
+        store.save(intent)
+        store.audit("configure-bypass", changes, before, mine, instance=instance)
+    return result
+
+
