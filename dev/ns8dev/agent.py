@@ -157,6 +157,7 @@ class TaskResult:
     status: str
     progress_messages: list = field(default_factory=list)  # every status published
     final_status_json: str = ""
+    builtin: bool = False  # list-actions / cancel-task: no environment copy to Redis
 
     @property
     def decoded_output(self):
@@ -223,6 +224,8 @@ class Agent:
         self.tee = tee if tee is not None else getattr(sys.stderr, "buffer", sys.stderr)
         self._env_lock = threading.Lock()
         self._running = {}  # task id -> running step Popen
+        self._cancelled = set()  # task ids whose current and later steps get SIGTERM
+        self._active = set()  # task ids between start and result
         self._running_lock = threading.Lock()
 
     # -------------------------------------------------------- assembling actions
@@ -297,6 +300,19 @@ class Agent:
         every POLLING seconds while a step runs (serve() extends the context TTL).
         """
         action, task_id = task["action"], task["id"]
+        if action in ("list-actions", "cancel-task"):
+            return self._builtin(task, publish)
+        with self._running_lock:
+            self._active.add(task_id)
+        try:
+            return self._run_steps(task, publish, keepalive)
+        finally:
+            with self._running_lock:
+                self._active.discard(task_id)
+                self._cancelled.discard(task_id)
+
+    def _run_steps(self, task, publish, keepalive):
+        action, task_id = task["action"], task["id"]
         data = task.get("data")
         output, error = bytearray(), bytearray()
         messages = []
@@ -369,6 +385,8 @@ class Agent:
             self._log(f"task/{self.agent_id}/{task_id}: {action}/{step.name} is starting")
             with self._running_lock:
                 self._running[task_id] = child
+                if task_id in self._cancelled:
+                    self._signal(child, signal.SIGTERM)
             try:
                 self._pump(child, stdin, output, error, proc, index, emit, keepalive)
             finally:
@@ -490,15 +508,67 @@ class Agent:
             except (IndexError, ValueError) as err:
                 self._log(f"{SD_ERR}{record[0]} command failed: {err}")
 
-    def cancel(self, sig=signal.SIGTERM):
-        """Signal the process group of every running step (what cancel-task does)."""
+    def _builtin(self, task, publish):
+        """The agent's own actions, which no action dir can override (hbuiltin.go)."""
+        proc = Processor([Step(task["action"], "")])
+        messages = []
+
+        def emit():
+            messages.append(json.loads(proc.to_json()))
+            if publish:
+                publish(proc.to_json())
+
+        emit()
+        output, error, exit_code = "", "", 0
+        data = task.get("data")
+        if task["action"] == "list-actions":
+            proc.status = "running"
+            emit()
+            output = json.dumps([*self.list_actions(), "list-actions", "cancel-task"],
+                                separators=(",", ":"))
+        elif isinstance(data, dict) and isinstance(data.get("task"), str) and data["task"]:
+            proc.status = "running"
+            emit()
+            with self._running_lock:
+                known = data["task"] in self._active
+            if known:
+                self.cancel(task_id=data["task"])
+            else:
+                exit_code = 2
+                proc.status = "validation-failed"
+                error = ("Action cancel-task validation-failed at step task-lookup: "
+                         "task ID not found")
+        else:
+            exit_code = 10
+            proc.status = "validation-failed"
+            error = ("Action cancel-task validation-failed at step builtin-validation.json: "
+                     "invalid task ID or timeout value")
+        if exit_code == 0:
+            proc.set_progress_at_step(0, 100)
+            proc.status = "completed"
+        if error:
+            self._log(SD_ERR + error)
+        return TaskResult(output, error, exit_code, proc.status, messages, proc.to_json(),
+                          builtin=True)
+
+    def cancel(self, sig=signal.SIGTERM, task_id=None):
+        """Signal the running step's process group of one task, or of every task.
+
+        A cancelled task also gets SIGTERM for each later step, as the Go agent's
+        cancelled context does.
+        """
         with self._running_lock:
-            children = list(self._running.values())
+            self._cancelled.update(self._active if task_id is None else {task_id})
+            children = [c for t, c in self._running.items() if task_id in (None, t)]
         for child in children:
-            try:
-                os.killpg(child.pid, sig)
-            except ProcessLookupError:
-                pass
+            self._signal(child, sig)
+
+    @staticmethod
+    def _signal(child, sig):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            pass
 
     # -------------------------------------------------------- the Redis task loop
 
@@ -592,9 +662,10 @@ class Agent:
 
         try:
             result = self.run_task(task, publish=publish, keepalive=keepalive)
-            env = env_lines_to_dict(self._read_environment())
+            env = {} if result.builtin else env_lines_to_dict(self._read_environment())
             with rdb.pipeline(transaction=True) as pipe:
-                pipe.delete(f"{self.agent_id}/environment")
+                if not result.builtin:
+                    pipe.delete(f"{self.agent_id}/environment")
                 if env:
                     pipe.hset(f"{self.agent_id}/environment", mapping=env)
                 pipe.set(f"{prefix}/output", result.output, ex=TASK_TTL)

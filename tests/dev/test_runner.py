@@ -206,6 +206,16 @@ def test_a_step_that_cannot_be_executed_is_skipped(node):
     assert "skipped step 05notexec" in node.log.getvalue()
 
 
+def test_list_actions_is_builtin_and_lists_both_dirs(node):
+    write_action(node.base, "get-status", {"20read": sh("exit 0")})
+    write_action(node.actions, "configure-module", {"10x": sh("exit 0")})
+    write_action(node.actions, "list-actions", {"10fake": sh("printf overridden")})
+    result = node.agent.run("list-actions", None)
+    assert (result.exit_code, result.status, result.builtin) == (0, "completed", True)
+    assert result.decoded_output == ["configure-module", "get-status", "list-actions",
+                                     "list-actions", "cancel-task"]
+
+
 # ---------------------------------------------------------------- exit codes and statuses
 
 def test_input_validation_failure_exits_10_with_the_error_list(node):
@@ -573,6 +583,23 @@ def test_base_get_status_reads_names_from_redis(served):
     rejected = run_tool("api-cli", "run", "module/test1/get-status", "--data", "{}", env=env)
     assert rejected.returncode == 10
     assert json.loads(rejected.stdout)[0]["error"] == "(root)_invalid_type"
+
+
+@pytest.mark.integration
+def test_cancel_task_terminates_the_running_step(served):
+    rdb = served.rdb
+    write_action(served.node.actions, "slow", {"10sleep": sh("sleep 60"),
+                                               "20after": sh("printf after")})
+    slow = push(rdb, "slow", None)
+    procs.wait_for(lambda: "slow/10sleep is starting" in served.log.read_text(), 10,
+                   "the step to start")
+    cancel = wait_result(rdb, push(rdb, "cancel-task", {"task": slow}))
+    assert rdb.get(f"{cancel}/exit_code") == "0"
+    slow_prefix = wait_result(rdb, slow, timeout=10)
+    assert rdb.get(f"{slow_prefix}/exit_code") == "-1"  # killed by a signal, as Go reports it
+    assert rdb.get(f"{slow_prefix}/output") == ""
+    unknown = wait_result(rdb, push(rdb, "cancel-task", {"task": "no-such-task"}))
+    assert rdb.get(f"{unknown}/exit_code") == "2"
 
 
 @pytest.mark.integration
