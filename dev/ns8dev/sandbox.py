@@ -112,12 +112,13 @@ def read_env(path):
 
 
 def start_time(pid):
-    """The kernel start time of a PID: tells our process from a later one with its PID."""
+    """The kernel start time of a live PID (None once gone or a zombie): tells our
+    process from a later one that got the same PID."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def tail(path, lines=20):
@@ -291,9 +292,12 @@ class Sandbox:
     sql(), redis_client(), agent_env().
     """
 
-    def __init__(self, root, start_agent=True):
+    def __init__(self, root, start_agent=True, foreground=False):
         self.root = Path(root).resolve()
         self.start_agent = start_agent
+        # A foreground owner (`dev/sandbox up`) is asked to stop by `dev/sandbox stop`,
+        # so it reaps its own children; an in-process owner (pytest) never is.
+        self.foreground = foreground
         tag = f"nvb{os.getpid()}-{next(_counter)}-"
         self.netns = {"node": tag + "node", "remote": tag + "remote"}
         self.addresses = ADDRESSES
@@ -372,6 +376,8 @@ class Sandbox:
             "pids": {},
             "pid_start_times": {},
         }
+        if self.foreground:
+            self.state["controller"] = {"pid": os.getpid(), "start_time": start_time(os.getpid())}
         self._save()
 
     def _save(self):
@@ -754,6 +760,17 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
 
 # ---------------------------------------------------------------------------------
 # Teardown, shared by Sandbox.down() and `dev/sandbox stop` in another process
+
+
+def stop_from_outside(state, timeout=60):
+    """`dev/sandbox stop`: let a foreground owner clean up, then remove what is left."""
+    ctl = state.get("controller")
+    if ctl and start_time(ctl["pid"]) == ctl["start_time"] and ctl["pid"] != os.getpid():
+        os.kill(ctl["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while start_time(ctl["pid"]) == ctl["start_time"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    teardown(state)
 
 
 def teardown(state, popens=None):

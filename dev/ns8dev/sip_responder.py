@@ -7,7 +7,7 @@ Stdlib only; listens on UDP and TCP, IPv4 and IPv6 (one dual-stack socket each).
     python -m ns8dev.sip_responder --server "Asterisk PBX" --listen udp:20040 --listen tcp:20024
 
 One log line per request on stdout, e.g.
-    udp 192.0.2.10:40000 -> 5060 OPTIONS ua='probe' answered
+    udp 192.0.2.10:40000 -> 5060 OPTIONS call-id='abc@h' ua='probe' answered
 and the line `ready` once every listener is bound.
 """
 
@@ -74,13 +74,14 @@ class Responder:
         method = parts[0]
         host, port = plain_host(peer[0]), peer[1]
         ua = next((v for low, _, v in headers if low == "user-agent"), "")
+        call_id = next((v for low, _, v in headers if low == "call-id"), "")
         verdict = "answered"
         if method == "ACK":
             verdict = "ignored"
         elif self.drop and self.drop.search(ua):
             verdict = "dropped"  # like Kamailio: no reply at all
-        print(f"{transport} {host}:{port} -> {local_port} {method} ua={ua!r} {verdict}",
-              flush=True)
+        print(f"{transport} {host}:{port} -> {local_port} {method} call-id={call_id!r} "
+              f"ua={ua!r} {verdict}", flush=True)
         if verdict != "answered":
             return None
         out = ["SIP/2.0 200 OK"]
