@@ -104,7 +104,8 @@ class _Api:
         return self.deadline - time.monotonic()
 
     async def _send(self, method, path, payload=None, auth=True):
-        """(status, JSON body); retries refused connections and 502-504 while time remains."""
+        """(status, JSON body); retries refused connections, 502-504, and lost replies
+        to idempotent requests, a few times while time remains."""
         import aiohttp
 
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
@@ -124,8 +125,13 @@ class _Api:
                     if resp.status not in TRANSIENT_STATUS:
                         return resp.status, body
                     last = f"HTTP {resp.status} {_message(body)}".strip()
+            except aiohttp.ClientConnectorError as err:  # nothing was sent: safe to repeat
+                last = str(err) or type(err).__name__
             except (aiohttp.ClientConnectionError, TimeoutError) as err:
                 last = str(err) or type(err).__name__
+                if method == "POST" and path != "/api/login":  # it may have been queued
+                    raise Failure(f"no reply from the cluster API at {self.base} to POST {path} "
+                                  f"(the task may run anyway): {last}") from None
             if attempt + 1 < CONNECT_ATTEMPTS:
                 await asyncio.sleep(min(0.5 * 2 ** attempt, max(self.remaining(), 0)))
         raise Failure(f"cannot reach the cluster API at {self.base}: {last or 'timed out'}")
