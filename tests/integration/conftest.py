@@ -1,0 +1,98 @@
+"""Running the module's actions on the sandbox node, as its agent does."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ns8dev import agent
+
+REPO = Path(__file__).resolve().parents[2]
+PYPKG = REPO / "imageroot" / "pypkg"
+AGENT_ID = "module/nethvoice-bypass1"
+
+
+class Actions:
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        env = agent.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
+        self.agent = agent.Agent(AGENT_ID, str(sandbox.install_dir), str(REPO / "dev" / "base-actions"), env=env)
+
+    def run(self, action, data=None, expect=0):
+        result = self.agent.run(action, data, user="test")
+        assert result.exit_code == expect, f"{action} exited {result.exit_code}: {result.error}\n{result.output}"
+        return result.decoded_output
+
+    def state_files(self):
+        """Intent and audit as bytes: proves that refused input changed nothing."""
+        return {name: (self.sandbox.state_dir / name).read_bytes() if (self.sandbox.state_dir / name).exists()
+                else None for name in ("bypass.json", "audit.jsonl")}
+
+
+@pytest.fixture(scope="session")
+def actions(sandbox):
+    return Actions(sandbox)
+
+
+def rich_rules(sandbox, permanent=False):
+    args = ["--list-rich-rules"] + (["--permanent"] if permanent else [])
+    lines = sandbox.firewalld.firewall_cmd(*args).stdout.splitlines()
+    return {line for line in lines if line.startswith("rule ")}  # firewall-cmd also prints notes
+
+
+def firewall_state(sandbox):
+    return {"runtime": rich_rules(sandbox), "permanent": rich_rules(sandbox, permanent=True)}
+
+
+def probe_from_remote(sandbox, target, port=5060, protocol="udp", source_ip=None, source_port=0):
+    """A SIP OPTIONS from the remote namespace (the Mediant's side of the network)."""
+    argv = [sys.executable, "-m", "nethvoice_bypass.sipprobe", target, "--port", str(port),
+            "--protocol", protocol, "--source-port", str(source_port)]
+    if source_ip:
+        argv += ["--source-ip", source_ip]
+    proc = sandbox.remote(*argv, check=False, env=dict(os.environ, PYTHONPATH=str(PYPKG)))
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def clean_forwards(actions, sandbox):
+    """Every test starts and ends with no managed forward and only the proxy's rules."""
+    baseline = firewall_state(sandbox)
+    yield baseline
+    listed = actions.run("list-port-forwards")
+    ids = [f["id"] for f in listed["forwards"]]
+    if ids:
+        actions.run("remove-port-forward", {"ids": ids})
+    assert firewall_state(sandbox) == baseline
+
+
+def run_event(sandbox, name, payload):
+    """Run the module's handlers for an event as the agent does: payload on stdin,
+    AGENT_COMFD=2, handlers in name order, cwd the state dir."""
+    env = agent.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
+    env.update(agent.env_lines_to_dict(agent.read_state_environment(str(sandbox.state_dir))), AGENT_COMFD="2",
+               AGENT_EVENT_NAME=name, AGENT_EVENT_SOURCE="module/nethvoice-proxy1")
+    outputs = []
+    for step in sorted((sandbox.install_dir / "events" / name).iterdir()):
+        proc = subprocess.run([str(step)], input=json.dumps(payload), capture_output=True, text=True,
+                              env=env, cwd=sandbox.state_dir)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(json.loads(proc.stdout))
+    return outputs
+
+
+@pytest.fixture
+def nethvoice_env(sandbox):
+    """Change NethVoice's environment in the cluster Redis; restored afterwards."""
+    rdb = sandbox.redis_client("cluster")
+    key = "module/nethvoice1/environment"
+    saved = rdb.hgetall(key)
+    placement = rdb.hgetall("cluster/module_node")
+    yield rdb
+    rdb.delete(key)
+    rdb.hset(key, mapping=saved)
+    rdb.delete("cluster/module_node")
+    rdb.hset("cluster/module_node", mapping=placement)
