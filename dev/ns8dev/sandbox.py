@@ -12,7 +12,9 @@ What runs (everything as root, nothing on the host's network or firewall):
   ACLs, MariaDB with NethVoice's FreePBX tables, and the module's agent;
 - files under the root dir laid out like a node: etc/nethserver/agent.env,
   var/lib/nethserver/nethvoice-bypass1 (the module, rootfull, linked to the repo's
-  imageroot), home/nethvoice1/.config (a NethVoice stand-in with bin/mysql, bin/fwconsole).
+  imageroot), home/nethvoice1/.config (a NethVoice stand-in with bin/mysql, bin/fwconsole),
+  usr/local/bin/conntrack (the real tool, run in the node namespace: actions run in
+  the root namespace, but the node's connection table is the node namespace's).
 
 `<root>/sandbox.json` records names, credentials and PIDs, so `dev/sandbox stop` from
 another process can stop everything by PID and delete the namespaces and files.
@@ -586,8 +588,26 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                 return "ready" in tail(self.log_dir / f"{name}.log", 5)
             procs.wait_for(ready, 10, name)
 
+    def _node_tools(self):
+        """<root>/usr/local/bin: tools that must act on the node namespace.
+
+        Actions run in the root namespace (they reach Redis and MariaDB on 127.0.0.1),
+        but the node's conntrack table is the node namespace's: the real conntrack,
+        run there, is what `conntrack` means on the node's PATH.
+        """
+        bin_dir = self.root / "usr/local/bin"
+        bin_dir.mkdir(parents=True)
+        real = shutil.which("conntrack", path=SYSTEM_PATH)
+        if real:  # without it the module sees what a node without conntrack shows
+            wrapper = bin_dir / "conntrack"
+            wrapper.write_text("#!/bin/sh\n# Sandbox: the node's conntrack table is the one of "
+                               f"namespace {self.netns['node']}.\n"
+                               f'exec ip netns exec {self.netns["node"]} {real} "$@"\n')
+            wrapper.chmod(0o755)
+        return bin_dir
+
     def _install_modules(self):
-        node_path = f"{REPO / '.venv/bin'}:{DEV / 'bin'}:{SYSTEM_PATH}"
+        node_path = f"{REPO / '.venv/bin'}:{DEV / 'bin'}:{self._node_tools()}:{SYSTEM_PATH}"
         # /etc/nethserver/agent.env of the node
         write_env(self.env_file, {
             "REDIS_ADDRESS": self.redis["address"],

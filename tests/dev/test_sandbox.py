@@ -300,6 +300,15 @@ def test_the_module_is_installed_like_a_rootfull_module(sandbox):
     assert action_env["PYTHONPATH"] == str(sandbox.install_dir / "pypkg")
 
 
+def test_conntrack_on_the_node_path_sees_the_node_namespace(sandbox):
+    reply = probe(sandbox, NODE["ipv4"], ASTERISK_UDP, "udp", OTHER["ipv4"])
+    assert reply["status"] == 200
+    listing = subprocess.run(["conntrack", "-L", "-p", "udp", "--orig-port-dst",
+                              str(ASTERISK_UDP)], env=sandbox.agent_env(), capture_output=True,
+                             text=True)
+    assert f"src={OTHER['ipv4']}" in listing.stdout
+
+
 # -- the cluster Redis -----------------------------------------------------------------
 
 def test_the_cluster_is_seeded_like_ns8(sandbox):
