@@ -207,14 +207,14 @@ def module_environment(module_id, image_url):
     }
 
 
-def nethvoice_environment(mariadb_port):
+def nethvoice_environment():
     """NethVoice 1.8 (fix_ports) environment: SIP TCP and UDP on separate ports."""
     env = module_environment(NETHVOICE_ID, "ghcr.io/nethesis/nethvoice:1.8.0")
     env.update({
         "TCP_PORT": "20000",
         "TCP_PORTS_RANGE": "20000-20036",
         "UDP_PORT": str(PORTS["asterisk_sip_udp"]),
-        "NETHVOICE_MARIADB_PORT": str(mariadb_port),  # the sandbox's MariaDB
+        "NETHVOICE_MARIADB_PORT": "",  # the sandbox's MariaDB, once it runs
         "APACHE_PORT": "20001",
         "ASTMANAGERPORT": "20002",
         "NETHCTI_TLS_PORT": "20023",
@@ -313,6 +313,13 @@ class Sandbox:
         self.nethvoice = {"module_id": NETHVOICE_ID, "install_dir": str(nv),
                           "state_dir": str(nv / "state"),
                           "fwconsole_log": str(nv / "state/fwconsole.log")}
+        # The modules' environments, as in their state dirs and in Redis.
+        self.environments = {
+            MODULE_ID: module_environment(MODULE_ID,
+                                          "ghcr.io/nethserver/nethvoice-bypass:latest"),
+            NETHVOICE_ID: nethvoice_environment(),
+            PROXY_ID: proxy_environment(),
+        }
         self.firewalld = None
         self.bus_address = None
         self.redis = {}
@@ -446,7 +453,7 @@ class Sandbox:
             res = self.firewalld.firewall_cmd(*args, check=False)
             if res.returncode != 0:
                 raise RuntimeError(f"firewall-cmd {' '.join(args)}: {res.stderr.strip()}")
-        nv = nethvoice_environment(0)
+        nv = self.environments[NETHVOICE_ID]
         services = {
             PROXY_ID: ["5060/tcp", "5060/udp", "5061/tcp", "10000-20000/udp",
                        "6060-6061/tcp", "6060/udp"],
@@ -545,7 +552,8 @@ class Sandbox:
                        "ping", check=False).returncode == 0
 
         procs.wait_for(ready, 30, "mariadbd")
-        nv = nethvoice_environment(port)
+        nv = self.environments[NETHVOICE_ID]
+        nv["NETHVOICE_MARIADB_PORT"] = str(port)  # NethVoice's MariaDB is this one
         # NethVoice's MariaDB container: root@'%' with MARIADB_ROOT_PASSWORD (the
         # more specific root@127.0.0.1 of install-db would shadow it).
         setup = f"""
@@ -617,13 +625,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
             "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
             "PATH": node_path,
         })
-        pw = self.redis["passwords"]
-        envs = {
-            MODULE_ID: module_environment(MODULE_ID,
-                                          "ghcr.io/nethserver/nethvoice-bypass:latest"),
-            NETHVOICE_ID: nethvoice_environment(self.mariadb["port"]),
-            PROXY_ID: proxy_environment(),
-        }
+        pw, envs = self.redis["passwords"], self.environments
         # The core's own agents: runagent defaults to "cluster" as root.
         for agent, user in (("cluster", "cluster"), ("node", f"node/{NODE_ID}")):
             d = self.root / "var/lib/nethserver" / agent / "state"
@@ -659,9 +661,10 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
             "PYTHONPATH": nv_dir / "pypkg",
             "PATH": f"{nv_dir / 'bin'}:{node_path}",
         }, 0o600)
-        self._seed_redis(envs)
+        self._seed_redis()
 
-    def _seed_redis(self, envs):
+    def _seed_redis(self):
+        envs = self.environments
         proxy = envs[PROXY_ID]
         images = {MODULE_ID: "nethvoice-bypass", NETHVOICE_ID: "nethvoice",
                   PROXY_ID: "nethvoice-proxy"}
