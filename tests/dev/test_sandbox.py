@@ -336,7 +336,7 @@ def test_redis_acls_are_like_ns8(sandbox):
     assert module.hget("module/nethvoice1/environment", "ASTERISK_SIP_PORT") == str(
         ASTERISK_TCP)
     assert module.publish("progress/module/nethvoice-bypass1/task/x", "{}") >= 0
-    assert module.brpop(["module/nethvoice-bypass1/tasks-test"], timeout=0.1) is None
+    assert module.brpop(["module/nethvoice-bypass1/tasks"], timeout=0.1) is None
     for write in (lambda: module.set("cluster/sandbox-test", "1"),
                   lambda: module.hset("module/nethvoice1/environment", "X", "1"),
                   lambda: module.publish("module/nethvoice1/event/x", "{}"),
