@@ -99,6 +99,25 @@ class Firewalld:
                                operation="list permanent rich rules")
         return {str(rule) for rule in rules}
 
+    def change_permanent_rules(self, zone, add=(), remove=()):
+        """Several permanent changes in one write of the zone file (each single
+        add/remove rewrites it). The rules are read right before the write and only
+        the given ones change, so the read-modify-write window is one D-Bus call."""
+        add, remove = set(add), set(remove)
+        if len(add) + len(remove) <= 1:
+            for rule in add:
+                self.add_rich_rule(zone, rule, PERMANENT)
+            for rule in remove:
+                self.remove_rich_rule(zone, rule, PERMANENT)
+            return
+        path = self._zone_config_path(zone)
+        current = [str(r) for r in self._call(path, IFACE_CONFIG_ZONE, "getRichRules",
+                                              operation="list permanent rich rules")]
+        wanted = [r for r in current if r not in remove] + sorted(add - set(current))
+        self._call(path, IFACE_CONFIG_ZONE, "update2", dbus.Dictionary(
+            {"rules_str": dbus.Array(wanted, signature="s")}, signature="sv"),
+            operation=f"write {len(add)} added and {len(remove)} removed permanent rules")
+
     def add_rich_rule(self, zone, rule, config):
         self._change(zone, rule, config, add=True)
 

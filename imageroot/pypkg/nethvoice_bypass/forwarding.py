@@ -9,7 +9,7 @@ import datetime
 from . import conntrack, forwards
 from .cluster import read_cluster
 from .firewalld import INPUT_ERRORS, Firewalld, FirewalldError
-from .forwards import CONFIGS, RUNTIME
+from .forwards import CONFIGS, PERMANENT, RUNTIME
 from .model import (
     PROXY_LAN_PORTS,
     SIP_PORT,
@@ -114,31 +114,48 @@ def describe(entry, cluster, observed):
 # --- applying ------------------------------------------------------------------------
 
 def apply_changes(fw, changes):
-    """Apply rule changes in order; on failure undo what was done and re-raise.
-    Conntrack flushes come last and never fail the action."""
+    """Apply rule changes: runtime one by one, permanent in one write per zone; on
+    failure undo what was done and re-raise. Conntrack flushes come last and never
+    fail the action."""
     done = []
     try:
         for change in changes:
-            if change["op"] == "add_rule":
-                fw.add_rich_rule(change["zone"], change["rule"], change["config"])
-            elif change["op"] == "remove_rule":
-                fw.remove_rich_rule(change["zone"], change["rule"], change["config"])
-            else:
-                continue
-            done.append(change)
+            if change["op"] in ("add_rule", "remove_rule") and change["config"] == RUNTIME:
+                (fw.add_rich_rule if change["op"] == "add_rule" else fw.remove_rich_rule)(
+                    change["zone"], change["rule"], RUNTIME)
+                done.append(change)
+        for zone in sorted({c["zone"] for c in changes if c.get("config") == PERMANENT}):
+            ours = [c for c in changes if c.get("config") == PERMANENT and c["zone"] == zone]
+            fw.change_permanent_rules(zone, add=[c["rule"] for c in ours if c["op"] == "add_rule"],
+                                      remove=[c["rule"] for c in ours if c["op"] == "remove_rule"])
+            done += ours
     except Failure as err:
-        for change in reversed(done):
-            undo = fw.remove_rich_rule if change["op"] == "add_rule" else fw.add_rich_rule
-            try:
-                undo(change["zone"], change["rule"], change["config"])
-            except Failure as undo_err:
-                log(f"could not undo '{change['rule']}' ({change['config']}): {undo_err}")
+        undo(fw, done)
         if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
             raise ValidationFailed([validation_error("(root)", "rejected_by_firewalld",
                                                      f"{err.code}: {err.detail}")]) from err
         raise Failure(f"{err}; the changes already made were undone") from err
-    return [dict(conntrack.flush(c["protocol"], c["port"], c["family"], c["source"]), forward=c["forward"])
-            for c in changes if c["op"] == "flush_conntrack"]
+    flushes = [c for c in changes if c["op"] == "flush_conntrack"]
+    return [dict(result, forward=c["forward"]) for c, result in zip(flushes, conntrack.flush_many(flushes),
+                                                                      strict=True)]
+
+
+def undo(fw, done):
+    for config in (PERMANENT, RUNTIME):
+        for zone in sorted({c["zone"] for c in done if c["config"] == config}):
+            ours = [c for c in done if c["config"] == config and c["zone"] == zone]
+            added = [c["rule"] for c in ours if c["op"] == "add_rule"]
+            removed = [c["rule"] for c in ours if c["op"] == "remove_rule"]
+            try:
+                if config == PERMANENT:
+                    fw.change_permanent_rules(zone, add=removed, remove=added)
+                else:
+                    for rule in added:
+                        fw.remove_rich_rule(zone, rule, RUNTIME)
+                    for rule in removed:
+                        fw.add_rich_rule(zone, rule, RUNTIME)
+            except Failure as err:
+                log(f"could not undo the {config} changes in zone {zone}: {err}")
 
 
 def rule_changes(changes):
@@ -188,7 +205,7 @@ def add_port_forward(data):
         set_progress(30)
         observed = observe(fw, {zone} | {e["zone"] for e in entries})
         changes, warnings = [], []
-        lan_rules = forwards.proxy_rules(observed[zone][RUNTIME] | observed[zone]["permanent"])
+        lan_rules = forwards.proxy_rules(observed[zone][RUNTIME] | observed[zone][PERMANENT])
         ours = [forwards.desired_rule(e, cluster) for e in intent["forwards"].values()]
         for entry in entries:
             desired = forwards.desired_rule(entry, cluster)
@@ -258,7 +275,7 @@ def list_port_forwards(_data=None):
         fw = Firewalld()
         zone = fw.default_zone()
         observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
-    zone_rules = observed[zone][RUNTIME] | observed[zone]["permanent"]
+    zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
     ours = {e["rule"] for e in intent["forwards"].values()}
     return {
         "zone": zone,
