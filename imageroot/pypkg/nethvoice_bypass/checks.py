@@ -1,0 +1,158 @@
+"""Findings about a bypass snapshot: pure functions, stable ids (the UI translates
+them as `checks.<id>`), each with a message naming the cause and a remedy."""
+
+import ipaddress
+
+from .bypass import proxy_outbound_value
+from .freepbx import transport_protocol
+from .model import parse_rich_rule
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+
+def finding(id_, severity, message, remedy, subject=""):
+    return {"id": id_, "severity": severity, "message": message, "remedy": remedy, "subject": subject}
+
+
+def _networks(texts):
+    nets = []
+    for text in texts:
+        try:
+            nets.append(ipaddress.ip_network(str(text).strip(), strict=False))
+        except ValueError:
+            continue
+    return nets
+
+
+def forward_checks(snapshot):
+    out = []
+    proxy = snapshot.get("proxy") or {}
+    lan_rules = (parse_rich_rule(text) for text in proxy.get("rules", []))
+    lan = _networks(proxy.get("local_networks", [])) + _networks(r.source for r in lan_rules if r and r.source)
+    for fwd in snapshot["forwards"]:
+        subject = fwd["id"]
+        state = fwd["state"]
+        if state == "stale_target":
+            out.append(finding("forward_stale_target", ERROR,
+                               f"forward {fwd['id']} points at port {fwd['rule'].split('to-port=')[-1].strip(chr(34))}"
+                               f" but {fwd['instance']} now uses {fwd['target_port']}",
+                               "run reconcile-bypass (it also runs on NethVoice and proxy events)", subject))
+        elif state == "instance_missing":
+            out.append(finding("forward_instance_missing", ERROR,
+                               f"forward {fwd['id']} targets {fwd['instance']}, which is not on this node",
+                               "remove the forward, or restore the instance and run reconcile-bypass", subject))
+        elif state != "in_sync":
+            out.append(finding("forward_not_applied", ERROR,
+                               f"forward {fwd['id']} is {state.replace('_', ' ')} in firewalld",
+                               "run reconcile-bypass to re-apply it", subject))
+        source = ipaddress.ip_network(fwd["source"]) if fwd.get("source") else None
+        overlapping = [str(n) for n in lan if n.version == (6 if fwd["family"] == "ipv6" else 4)
+                       and (source is None or source.overlaps(n))]
+        if overlapping and fwd["port"] == 5060:
+            out.append(finding("forward_captures_proxy_lan", WARNING,
+                               f"forward {fwd['id']} takes {fwd['source'] or 'every source'} away from the proxy, "
+                               f"which treats {', '.join(sorted(set(overlapping)))} as its local network",
+                               "limit the forward to the device's own address", subject))
+        if source is None:
+            trunks = [t["name"] for ts in snapshot["trunks"].values() for t in ts
+                      if t.get("outbound_proxy") and transport_protocol(t) == fwd["protocol"]]
+            if trunks:
+                out.append(finding("forward_without_source", WARNING,
+                                   f"forward {fwd['id']} has no source while trunks still use the proxy on "
+                                   f"{fwd['protocol'].upper()}: {', '.join(trunks)}",
+                                   "give the forward the source address of the device that needs it", subject))
+    return out
+
+
+def nat_checks(snapshot):
+    out = []
+    proxy = snapshot.get("proxy") or {}
+    for instance, nat in snapshot["nat"].items():
+        bypassed = [t for t in snapshot["trunks"].get(instance, []) if t.get("managed")]
+        if not bypassed and not nat.get("managed"):
+            continue
+        public = proxy.get("public_ip", "")
+        if not nat["externip"]:
+            out.append(finding("nat_externip_unset", WARNING,
+                               f"{instance} has bypassed trunks but no external address in FreePBX",
+                               "set nat.external_address with configure-bypass", instance))
+        elif public and nat["externip"] != public and proxy.get("behind_nat"):
+            out.append(finding("nat_externip_mismatch", WARNING,
+                               f"FreePBX's external address {nat['externip']} differs from the proxy's public "
+                               f"address {public}", "check which address providers reach", instance))
+        local = _networks(nat["localnets"])
+        cluster = snapshot.get("cluster_network")
+        if cluster and not any(ipaddress.ip_network(cluster, strict=False).subnet_of(n) for n in local
+                               if n.version == 4):
+            out.append(finding("nat_localnets_missing_cluster", WARNING,
+                               f"FreePBX's local networks of {instance} miss the cluster network {cluster}: "
+                               "Asterisk would rewrite addresses of calls coming through the proxy",
+                               "keep include_cluster_network true in configure-bypass", instance))
+        missing_lan = [str(n) for n in _networks(proxy.get("local_networks", []))
+                       if not any(n.version == m.version and n.subnet_of(m) for m in local)]
+        if missing_lan:
+            out.append(finding("nat_localnets_missing_lan", WARNING,
+                               f"FreePBX's local networks of {instance} miss the LAN {', '.join(missing_lan)}",
+                               "add the LAN to nat.local_networks", instance))
+    return out
+
+
+def trunk_checks(snapshot):
+    out = []
+    for instance, trunks in snapshot["trunks"].items():
+        env = snapshot["instances"].get(instance, {})
+        for trunk in trunks:
+            if not trunk.get("managed"):
+                continue
+            name = trunk["name"]
+            if trunk.get("outbound_proxy"):
+                back = trunk["outbound_proxy"] == proxy_outbound_value(env) if env else True
+                out.append(finding("trunk_proxy_returned", ERROR,
+                                   f"bypassed trunk '{name}' has an outbound proxy again ({trunk['outbound_proxy']})"
+                                   + (": NethVoice restored it" if back else ""),
+                                   "run reconcile-bypass, and rename the trunk to contain 'custom'", name))
+            if "custom" not in str(name).lower():
+                out.append(finding("trunk_name_without_custom", WARNING,
+                                   f"bypassed trunk '{name}' will get its outbound proxy back when NethVoice's "
+                                   "freepbx container restarts", "rename it to contain 'custom'", name))
+            if transport_protocol(trunk) == "tls":
+                out.append(finding("trunk_tls_5061", INFO,
+                                   f"bypassed trunk '{name}' uses TLS: 5061 stays with the proxy and cannot be "
+                                   "forwarded", "use UDP or TCP for a bypassed trunk", name))
+    return out
+
+
+def platform_checks(snapshot):
+    out = []
+    if snapshot.get("strict_forward_ports"):
+        out.append(finding("strict_forward_ports", INFO,
+                           "firewalld's StrictForwardPorts is on: only firewalld's own forward ports are "
+                           "accepted (ours are), DNAT made by containers is rejected",
+                           "nothing to do for the bypass; check container port mappings", "firewalld"))
+    if snapshot["forwards"] and not snapshot.get("conntrack_available"):
+        out.append(finding("conntrack_missing", WARNING,
+                           "the conntrack tool is missing: live flows keep their old path after a change",
+                           "install the conntrack package on the node", "conntrack"))
+    proxy = snapshot.get("proxy") or {}
+    ports = {p for p in (proxy.get("sip_ports") or {}).values() if p}
+    if ports and ports != {5060}:
+        out.append(finding("proxy_port_not_5060", INFO,
+                           f"the proxy listens on SIP port {', '.join(map(str, sorted(ports)))}, not 5060: "
+                           "devices that need 5060 may reach Asterisk without the proxy in the way",
+                           "check whether a forward is still needed", proxy.get("id", "")))
+    if snapshot["forwards"]:
+        out.append(finding("sips_5061_with_proxy", INFO,
+                           "port 5061 (TLS) is never forwarded: phones and trunks using TLS keep going "
+                           "through the proxy", "nothing to do unless a device needs TLS without the proxy",
+                           "5061"))
+    for instance, aliases in snapshot["domain_aliases"].items():
+        for alias in aliases:
+            if alias.get("present") is False:
+                out.append(finding("domain_alias_missing", ERROR,
+                                   f"domain alias {alias['domain']} of {instance} is not routed by the proxy",
+                                   "run reconcile-bypass", alias["domain"]))
+    return out
+
+
+def run_checks(snapshot):
+    return forward_checks(snapshot) + nat_checks(snapshot) + trunk_checks(snapshot) + platform_checks(snapshot)

@@ -1,0 +1,153 @@
+"""get-status: the core's status plus one read-only view of the bypass, with checks.
+
+Reads run side by side: the core's own get-status step (a subprocess), one mysql
+call per NethVoice instance (threads), one Redis pipeline and one firewalld listing
+per configuration.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+from . import checks, forwards
+from .cluster import read_cluster
+from .firewalld import Firewalld
+from .forwarding import describe, observe
+from .forwards import PERMANENT, RUNTIME, target_port
+from .step import Failure, log
+from .store import Store
+
+CORE_STEP = os.path.join("get-status", "20read")
+
+
+def start_core_status():
+    """The core's get-status step, when this runs on a node (it is overridden by ours)."""
+    base = os.environ.get("AGENT_BASEACTIONS_DIR") or "/usr/local/agent/actions"
+    path = os.path.join(base, CORE_STEP)
+    if not os.access(path, os.X_OK):
+        return None
+    return subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish_core_status(proc):
+    if proc is not None:
+        out, err = proc.communicate("null")
+        if proc.returncode == 0:
+            try:
+                return json.loads(out)
+            except json.JSONDecodeError:
+                pass
+        log(f"core get-status failed ({proc.returncode}): {err.strip()[-200:]}")
+    # the equivalent where the core's step is not installed
+    return {"instance": os.environ.get("MODULE_ID", ""), "ui_name": "", "node": os.environ.get("NODE_ID", ""),
+            "node_ui_name": "", "services": [], "images": [], "volumes": []}
+
+
+def read_site(instance):
+    from . import freepbx
+
+    try:
+        return freepbx.read_site(instance)
+    except Failure as err:
+        log(str(err))
+        return {"trunks": [], "externip": "", "localnets": [], "error": str(err)}
+
+
+def proxy_view(cluster, zone_rules):
+    env = cluster.proxy
+    if env is None:
+        return None
+    return {
+        "id": cluster.proxy_id,
+        "public_ip": env.get("PUBLIC_IP", ""),
+        "private_ip": env.get("PRIVATE_IP", ""),
+        "behind_nat": env.get("BEHIND_NAT", "") == "true",
+        "local_networks": [n for n in env.get("LOCALNETWORKS", "").split(",") if n],
+        "service_net": env.get("SERVICE_NET", ""),
+        "sip_ports": {t: int(s["port"]) if str(s.get("port", "")).isdigit() else None
+                      for t, s in cluster.proxy_srv.items()},
+        "rules": [r.to_rich_rule() for r in forwards.proxy_rules(zone_rules)],
+    }
+
+
+def routes_view(cluster, intent):
+    wanted = {i: b.get("domain_aliases", {}) for i, b in intent.get("bypass", {}).items()}
+    if not any(wanted.values()):
+        return {i: [] for i in wanted}
+    try:
+        from .configure import read_routes
+
+        routes = read_routes(cluster)
+    except Failure as err:
+        log(f"proxy routes not readable: {err}")
+        routes = None
+    return {i: [{"domain": d, "uri": a.get("uri", ""), "present": None if routes is None else d in routes}
+                for d, a in sorted(aliases.items())] for i, aliases in wanted.items()}
+
+
+def bypass_view(intent, cluster, fw):
+    zone = fw.default_zone()
+    observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+    zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sites = dict(zip(cluster.nethvoice, pool.map(read_site, cluster.nethvoice), strict=True))
+    props = fw.config_properties()
+    trunks, nat = {}, {}
+    for instance, site in sites.items():
+        managed = intent.get("bypass", {}).get(instance, {})
+        ids = set(managed.get("trunks", {}))
+        trunks[instance] = [
+            {"id": str(t["id"]), "name": t["name"], "registration": t.get("registration") or "",
+             "transport": t.get("transport") or "", "outbound_proxy": t.get("outbound_proxy") or "",
+             "bypassed": not t.get("outbound_proxy"), "managed": str(t["id"]) in ids,
+             "drift": str(t["id"]) in ids and bool(t.get("outbound_proxy"))}
+            for t in site["trunks"]]
+        nat[instance] = {"externip": site["externip"], "localnets": site["localnets"],
+                         "managed": bool(managed.get("nat"))}
+    snapshot = {
+        "zone": zone,
+        "instances": cluster.nethvoice,
+        "proxy": proxy_view(cluster, zone_rules),
+        "forwards": [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(),
+                                                                    key=lambda e: e["id"])],
+        "trunks": trunks,
+        "nat": nat,
+        "domain_aliases": routes_view(cluster, intent),
+        "cluster_network": cluster.cluster_network,
+        "strict_forward_ports": str(props.get("StrictForwardPorts", "no")).lower() in ("yes", "true"),
+        "conntrack_available": shutil.which("conntrack") is not None,
+    }
+    return snapshot
+
+
+def get_status(_data=None):
+    core = start_core_status()
+    store = Store()
+    intent = store.load()  # read-only: no lock, the intent file is replaced atomically
+    cluster = read_cluster()
+    snapshot = bypass_view(intent, cluster, Firewalld())
+    findings = checks.run_checks(snapshot)
+    instances = [{"id": i, "host": env.get("NETHVOICE_HOST", ""),
+                  "sip_ports": {"udp": target_port(env, "udp"), "tcp": target_port(env, "tcp"),
+                                "tls": int(env["ASTERISK_SIPS_PORT"]) if env.get("ASTERISK_SIPS_PORT", "").isdigit()
+                                else None}}
+                 for i, env in cluster.nethvoice.items()]
+    status = finish_core_status(core)
+    status["bypass"] = {
+        "zone": snapshot["zone"],
+        "instances": instances,
+        "proxy": snapshot["proxy"],
+        "forwards": snapshot["forwards"],
+        "trunks": snapshot["trunks"],
+        "nat": snapshot["nat"],
+        "domain_aliases": snapshot["domain_aliases"],
+        "firewalld": {"strict_forward_ports": snapshot["strict_forward_ports"],
+                      "conntrack_available": snapshot["conntrack_available"]},
+        "checks": findings,
+        "audit": [{"time": r["time"], "task": r["task"], "user": r["user"], "action": r["action"],
+                   "changes": len(r.get("changes", []))} for r in store.audit_tail(10)],
+    }
+    return status
