@@ -1,0 +1,142 @@
+"""verify-bypass: check the path, not the configuration.
+
+SIP OPTIONS probes to the instance's Asterisk ports and to the proxy, from the node,
+and the nftables rules firewalld generated for each forward. A probe sent from the
+node itself never crosses a forward (firewalld forward ports hook PREROUTING only),
+so the result says how to test from the device's network too.
+"""
+
+import asyncio
+import ipaddress
+import json
+import shutil
+import subprocess
+
+from . import sipprobe
+from .cluster import read_cluster
+from .firewalld import Firewalld
+from .forwards import select_instance, target_port
+from .step import Failure, ValidationFailed, log, validation_error
+from .store import Store
+
+LOOPBACK = {"ipv4": "127.0.0.1", "ipv6": "::1"}
+
+
+def answered_by(server):
+    if not server:
+        return None
+    if server.startswith("NethServer 8"):
+        return "proxy"
+    if "asterisk" in server.lower() or server.startswith("FPBX"):
+        return "asterisk"
+    return "other"
+
+
+def probe_plan(env, proxy_srv, families, extra):
+    plan = []
+    for family in families:
+        for protocol in ("udp", "tcp"):
+            port = target_port(env, protocol)
+            if port:
+                plan.append({"target": LOOPBACK[family], "port": port, "protocol": protocol, "family": family,
+                             "expect": "asterisk"})
+            proxy_port = (proxy_srv or {}).get(protocol, {}).get("port")
+            if str(proxy_port or "").isdigit():
+                plan.append({"target": LOOPBACK[family], "port": int(proxy_port), "protocol": protocol,
+                             "family": family, "expect": "proxy"})
+    for item in extra:
+        family = "ipv6" if ipaddress.ip_address(item["address"]).version == 6 else "ipv4"
+        plan.append({"target": item["address"], "port": item.get("port", 5060),
+                     "protocol": item.get("protocol", "udp"), "family": family, "expect": None})
+    return plan
+
+
+async def run_probes(plan):
+    async def one(item):
+        out = await sipprobe.probe(item["target"], item["port"], item["protocol"])
+        out.update(family=item["family"], expect=item["expect"], answered_by=answered_by(out.get("server")))
+        out["ok"] = out["outcome"] == "reply" and (item["expect"] is None or out["answered_by"] == item["expect"])
+        return out
+    return await asyncio.gather(*(one(item) for item in plan))
+
+
+def nft_forwards(zone):
+    """(family, source, protocol, port, to_port) of the redirects in the zone's NAT chains."""
+    tool = shutil.which("nft")
+    if not tool:
+        return None
+    found = set()
+    for suffix in ("pre", "allow", "post"):
+        proc = subprocess.run([tool, "-j", "list", "chain", "inet", "firewalld", f"nat_PRE_{zone}_{suffix}"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            continue
+        for item in json.loads(proc.stdout).get("nftables", []):
+            if "rule" in item:
+                parsed = parse_nft_rule(item["rule"]["expr"])
+                if parsed:
+                    found.add(parsed)
+    return found
+
+
+def parse_nft_rule(expr):
+    family = source = protocol = port = to_port = None
+    for e in expr:
+        match = e.get("match", {})
+        left, right = match.get("left", {}), match.get("right")
+        payload = left.get("payload", {})
+        if payload.get("field") == "saddr":
+            family = "ipv6" if payload.get("protocol") == "ip6" else "ipv4"
+            source = f"{right['prefix']['addr']}/{right['prefix']['len']}" if isinstance(right, dict) else right
+        elif payload.get("field") == "dport" and payload.get("protocol") in ("udp", "tcp"):
+            protocol, port = payload["protocol"], right
+        elif left.get("meta", {}).get("key") == "nfproto":
+            family = right
+        elif "redirect" in e:
+            to_port = e["redirect"].get("port")
+    if None in (family, protocol, port, to_port):
+        return None
+    return family, source, protocol, port, to_port
+
+
+def verify_bypass(data):
+    data = data or {}
+    cluster = read_cluster()
+    instance = select_instance(cluster.nethvoice, data.get("instance"))
+    extra = data.get("targets", [])
+    errors = []
+    for i, item in enumerate(extra):
+        try:
+            ipaddress.ip_address(item["address"])
+        except ValueError:
+            errors.append(validation_error(f"targets.{i}.address", "format", item["address"]))
+    if errors:
+        raise ValidationFailed(errors)
+    intent = Store().load()
+    forwards = [f for f in intent["forwards"].values() if f["instance"] == instance]
+    families = ["ipv4"] + (["ipv6"] if any(f["family"] == "ipv6" for f in forwards) else [])
+    probes = asyncio.run(run_probes(probe_plan(cluster.nethvoice[instance], cluster.proxy_srv, families, extra)))
+    try:
+        zone = Firewalld().default_zone()
+        generated = nft_forwards(zone)
+    except Failure as err:
+        log(str(err))
+        generated = None
+    nft = []
+    for fwd in forwards:
+        rule_port = int(fwd["rule"].rsplit('to-port="', 1)[-1].rstrip('"'))
+        key = (fwd["family"], fwd.get("source"), fwd["protocol"], fwd["port"], rule_port)
+        nft.append({"forward": fwd["id"], "present": None if generated is None else key in generated})
+    node_ip = (cluster.proxy or {}).get("PRIVATE_IP") or (cluster.proxy or {}).get("PUBLIC_IP") or "<node address>"
+    notes = [
+        "Probes sent from the node itself do not cross the 5060 forward: firewalld forward ports apply only "
+        "to packets arriving from the network.",
+        "To test the path a device sees, send an OPTIONS from the device's network, e.g. "
+        f"'python3 -m nethvoice_bypass.sipprobe {node_ip} --port 5060 --protocol udp' (copy the "
+        "sipprobe.py file from the module); the Server header names who answered: Asterisk means the "
+        "bypass is in effect, 'NethServer 8 ...' means the proxy still takes the traffic.",
+        "Do not test with sipsak: the proxy silently drops its User-Agent.",
+    ]
+    if generated is None:
+        notes.append("The nft tool is not available: generated rules were not checked.")
+    return {"instance": instance, "probes": probes, "nft": nft, "notes": notes}
