@@ -10,6 +10,11 @@ import re
 
 from .step import validation_error
 
+# Addresses that can never be what providers see: RFC 1918, CGNAT, loopback, link-local,
+# unspecified. (ipaddress's is_global also refuses documentation ranges, which tests use.)
+NOT_EXTERNAL = [ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "0.0.0.0/8")]
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -69,7 +74,7 @@ def check_nat(nat, cluster_network):
         ip = ipaddress.ip_address(address)
         if ip.version != 4:
             errors.append(validation_error("nat.external_address", "external_address_not_ipv4", address))
-        elif not ip.is_global:
+        elif any(ip in net for net in NOT_EXTERNAL) or ip.is_multicast:
             errors.append(validation_error("nat.external_address", "external_address_private", address))
     except ValueError:
         errors.append(validation_error("nat.external_address", "external_address_format", address))
