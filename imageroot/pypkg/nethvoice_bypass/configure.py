@@ -118,53 +118,68 @@ def undo_routes(cluster, done):
 
 def configure_bypass(data):
     data = data or {}
-    dry_run = bool(data.get("dry_run"))
     store = Store()
     with store.locked():
         cluster = read_cluster()
         instance = select_instance(cluster.nethvoice, data.get("instance"))
-        intent = store.load()
-        mine = intent.setdefault("bypass", {}).get(instance) or empty_instance_intent()
-        site = freepbx.read_site(instance)
-        routes = read_routes(cluster) if "domain_aliases" in data or mine["domain_aliases"] else {}
-        set_progress(30)
-        changes, desired_trunks, nat_desired, domains = plan_configuration(data, cluster, instance, site, mine,
-                                                                          routes)
-        trunks_by_id = {str(t["id"]): t for t in site["trunks"]}
-        bypassed = desired_trunks if desired_trunks is not None else list(mine["trunks"])
-        warnings = bypass.warnings_for(trunks_by_id, bypassed,
-                                       [c for c in changes if c["op"] in ("set_externip", "set_localnets")])
-        result = {"instance": instance, "plan": changes, "dry_run": dry_run, "changed": bool(changes),
-                  "reloaded": False, "warnings": warnings}
-        if dry_run or not changes:
-            return result
-        before = {k: v for k, v in mine.items()}
-        done_routes = apply_routes(cluster, changes)
-        set_progress(60)
-        db_changes = [c for c in changes if c["op"] in DB_OPS]
-        if db_changes:
-            try:
-                freepbx.apply_changes(instance, db_changes)
-            except Failure as err:
-                undo_routes(cluster, done_routes)
-                raise Failure(f"{err}; the database was left unchanged and route changes were undone") from err
-            freepbx.reload(instance)
-            result["reloaded"] = True
-        if desired_trunks is not None:
-            mine["trunks"] = {tid: {"name": trunks_by_id[tid]["name"], "since": mine["trunks"].get(tid, {})
-                                    .get("since", now())} for tid in desired_trunks}
-        if nat_desired is not None:
-            previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
-                                                              "localnets": site["localnets"]}
-            mine["nat"] = {**nat_desired, "previous": previous}
-        elif "nat" in data:
-            mine["nat"] = None
-        if domains is not None:
-            mine["domain_aliases"] = {d: {"uri": bypass.route_uri(cluster.proxy, cluster.nethvoice[instance])}
-                                      for d in domains}
-        intent["bypass"][instance] = mine
-        store.save(intent)
-        store.audit("configure-bypass", changes, before, mine, instance=instance)
+        return configure_instance(store, store.load(), cluster, instance, data, "configure-bypass")
+
+
+def recorded_request(mine):
+    """The configure-bypass input that re-applies what was recorded for an instance."""
+    data = {"trunks": [int(t) for t in mine["trunks"]]}
+    if mine["domain_aliases"]:
+        data["domain_aliases"] = list(mine["domain_aliases"])
+    if mine["nat"]:
+        data["nat"] = {"external_address": mine["nat"]["externip"], "local_networks": mine["nat"]["localnets"],
+                       "include_cluster_network": False}
+    return data
+
+
+def configure_instance(store, intent, cluster, instance, data, action):
+    """Plan and apply one instance's bypass; the caller holds the state lock."""
+    dry_run = bool(data.get("dry_run"))
+    mine = intent.setdefault("bypass", {}).get(instance) or empty_instance_intent()
+    site = freepbx.read_site(instance)
+    routes = read_routes(cluster) if "domain_aliases" in data or mine["domain_aliases"] else {}
+    set_progress(30)
+    changes, desired_trunks, nat_desired, domains = plan_configuration(data, cluster, instance, site, mine,
+                                                                      routes)
+    trunks_by_id = {str(t["id"]): t for t in site["trunks"]}
+    bypassed = desired_trunks if desired_trunks is not None else list(mine["trunks"])
+    warnings = bypass.warnings_for(trunks_by_id, bypassed,
+                                   [c for c in changes if c["op"] in ("set_externip", "set_localnets")])
+    result = {"instance": instance, "plan": changes, "dry_run": dry_run, "changed": bool(changes),
+              "reloaded": False, "warnings": warnings}
+    if dry_run or not changes:
+        return result
+    before = dict(mine)
+    done_routes = apply_routes(cluster, changes)
+    set_progress(60)
+    db_changes = [c for c in changes if c["op"] in DB_OPS]
+    if db_changes:
+        try:
+            freepbx.apply_changes(instance, db_changes)
+        except Failure as err:
+            undo_routes(cluster, done_routes)
+            raise Failure(f"{err}; the database was left unchanged and route changes were undone") from err
+        freepbx.reload(instance)
+        result["reloaded"] = True
+    if desired_trunks is not None:
+        mine["trunks"] = {tid: {"name": trunks_by_id[tid]["name"], "since": mine["trunks"].get(tid, {})
+                                .get("since", now())} for tid in desired_trunks}
+    if nat_desired is not None:
+        previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
+                                                          "localnets": site["localnets"]}
+        mine["nat"] = {**nat_desired, "previous": previous}
+    elif "nat" in data:
+        mine["nat"] = None
+    if domains is not None:
+        mine["domain_aliases"] = {d: {"uri": bypass.route_uri(cluster.proxy, cluster.nethvoice[instance])}
+                                  for d in domains}
+    intent["bypass"][instance] = mine
+    store.save(intent)
+    store.audit(action, changes, before, mine, instance=instance)
     return result
 
 

@@ -287,34 +287,30 @@ def list_port_forwards(_data=None):
     }
 
 
-def reconcile(data=None, action="reconcile"):
+def reconcile_forwards(store, intent, cluster, dry_run, action):
     """Bring firewalld back to the intent: re-add missing rules, follow port changes,
-    withdraw rules whose NethVoice instance is gone (kept in intent for its return)."""
-    dry_run = bool((data or {}).get("dry_run"))
-    store = Store()
-    with store.locked():
-        intent = store.load()
-        if not intent["forwards"]:
-            return {"plan": [], "dry_run": dry_run, "changed": False, "conntrack": []}
-        cluster = read_cluster()
-        fw = Firewalld()
-        entries = list(intent["forwards"].values())
-        observed = observe(fw, {e["zone"] for e in entries})
-        changes, updates = [], {}
-        for entry in entries:
-            desired = forwards.desired_rule(entry, cluster)
-            planned = forwards.plan_forward(entry, desired, observed)
-            changes += planned
-            if desired is not None and desired.to_rich_rule() != entry["rule"]:
-                updates[entry["id"]] = desired.to_rich_rule()
-        result = {"plan": changes, "dry_run": dry_run, "changed": bool(rule_changes(changes)), "conntrack": []}
-        if changes and not dry_run:
-            before = {k: dict(v) for k, v in intent["forwards"].items()}
-            result["conntrack"] = apply_changes(fw, changes)
-            for fid, rule in updates.items():
-                intent["forwards"][fid].update(rule=rule, updated=now())
-            store.save(intent)
-            store.audit(action, rule_changes(changes), before, intent["forwards"])
+    withdraw rules whose NethVoice instance is gone (kept in intent for its return).
+    The caller holds the state lock."""
+    result = {"plan": [], "conntrack": []}
+    if not intent["forwards"]:
+        return result
+    fw = Firewalld()
+    entries = list(intent["forwards"].values())
+    observed = observe(fw, {e["zone"] for e in entries})
+    changes, updates = [], {}
+    for entry in entries:
+        desired = forwards.desired_rule(entry, cluster)
+        changes += forwards.plan_forward(entry, desired, observed)
+        if desired is not None and desired.to_rich_rule() != entry["rule"]:
+            updates[entry["id"]] = desired.to_rich_rule()
+    result["plan"] = changes
+    if changes and not dry_run:
+        before = {k: dict(v) for k, v in intent["forwards"].items()}
+        result["conntrack"] = apply_changes(fw, changes)
+        for fid, rule in updates.items():
+            intent["forwards"][fid].update(rule=rule, updated=now())
+        store.save(intent)
+        store.audit(action, rule_changes(changes), before, intent["forwards"])
     return result
 
 
