@@ -88,13 +88,16 @@ def routes_view(cluster, intent):
                 for d, a in sorted(aliases.items())] for i, aliases in wanted.items()}
 
 
-def bypass_view(intent, cluster, fw):
+def read_firewall(intent):
+    fw = Firewalld()
     zone = fw.default_zone()
     observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+    return zone, observed, fw.config_properties()
+
+
+def bypass_view(intent, cluster, firewall, sites):
+    zone, observed, props = firewall
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        sites = dict(zip(cluster.nethvoice, pool.map(read_site, cluster.nethvoice), strict=True))
-    props = fw.config_properties()
     trunks, nat = {}, {}
     for instance, site in sites.items():
         managed = intent.get("bypass", {}).get(instance, {})
@@ -127,8 +130,11 @@ def get_status(_data=None):
     core = start_core_status()
     store = Store()
     intent = store.load()  # read-only: no lock, the intent file is replaced atomically
-    cluster = read_cluster()
-    snapshot = bypass_view(intent, cluster, Firewalld())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        firewall = pool.submit(read_firewall, intent)  # D-Bus waits overlap the Redis import
+        cluster = read_cluster()
+        sites = dict(zip(cluster.nethvoice, pool.map(read_site, cluster.nethvoice), strict=True))
+        snapshot = bypass_view(intent, cluster, firewall.result(), sites)
     findings = checks.run_checks(snapshot)
     instances = [{"id": i, "host": env.get("NETHVOICE_HOST", ""),
                   "sip_ports": {"udp": target_port(env, "udp"), "tcp": target_port(env, "tcp"),
