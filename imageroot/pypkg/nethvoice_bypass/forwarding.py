@@ -5,6 +5,7 @@ and event handlers see each other's results.
 """
 
 import datetime
+from concurrent.futures import ThreadPoolExecutor
 
 from . import conntrack, forwards
 from .cluster import read_cluster
@@ -77,6 +78,21 @@ def check_forward_request(request, prefix):
 
 
 # --- reading the world ---------------------------------------------------------------
+
+def read_world(intent):
+    """The cluster view and firewalld's rules of every zone in use. firewalld is read in
+    a thread: its D-Bus waits overlap the (slow) import of redis-py."""
+    def firewall():
+        fw = Firewalld()
+        zone = fw.default_zone()
+        return fw, zone, observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(firewall)
+        cluster = read_cluster()
+        fw, zone, observed = pending.result()
+    return cluster, fw, zone, observed
+
 
 def observe(fw, zones):
     return {zone: {config: fw.rich_rules(zone, config) for config in CONFIGS} for zone in sorted(zones)}
@@ -173,10 +189,8 @@ def add_port_forward(data):
     dry_run = bool((data or {}).get("dry_run"))
     store = Store()
     with store.locked():
-        cluster = read_cluster()
-        fw = Firewalld()
-        zone = fw.default_zone()
         intent = store.load()
+        cluster, fw, zone, observed = read_world(intent)
         before = {k: dict(v) for k, v in intent["forwards"].items()}
         entries, errors = [], []
         for (_, prefix), (_, wanted) in zip(requests, checked, strict=True):
@@ -203,7 +217,6 @@ def add_port_forward(data):
         if errors:
             raise ValidationFailed(errors)
         set_progress(30)
-        observed = observe(fw, {zone} | {e["zone"] for e in entries})
         changes, warnings = [], []
         lan_rules = forwards.proxy_rules(observed[zone][RUNTIME] | observed[zone][PERMANENT])
         ours = [forwards.desired_rule(e, cluster) for e in intent["forwards"].values()]
@@ -271,10 +284,7 @@ def list_port_forwards(_data=None):
     store = Store()
     with store.locked():
         intent = store.load()
-        cluster = read_cluster()
-        fw = Firewalld()
-        zone = fw.default_zone()
-        observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+        cluster, fw, zone, observed = read_world(intent)
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
     ours = {e["rule"] for e in intent["forwards"].values()}
     return {

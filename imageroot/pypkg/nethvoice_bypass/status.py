@@ -12,9 +12,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from . import checks, forwards
-from .cluster import read_cluster
-from .firewalld import Firewalld
-from .forwarding import describe, observe
+from .forwarding import describe, read_world
 from .forwards import PERMANENT, RUNTIME, target_port
 from .step import Failure, log
 from .store import Store
@@ -88,15 +86,7 @@ def routes_view(cluster, intent):
                 for d, a in sorted(aliases.items())] for i, aliases in wanted.items()}
 
 
-def read_firewall(intent):
-    fw = Firewalld()
-    zone = fw.default_zone()
-    observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
-    return zone, observed, fw.config_properties()
-
-
-def bypass_view(intent, cluster, firewall, sites):
-    zone, observed, props = firewall
+def bypass_view(intent, cluster, zone, observed, props, sites):
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
     trunks, nat = {}, {}
     for instance, site in sites.items():
@@ -130,11 +120,12 @@ def get_status(_data=None):
     core = start_core_status()
     store = Store()
     intent = store.load()  # read-only: no lock, the intent file is replaced atomically
+    cluster, fw, zone, observed = read_world(intent)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        firewall = pool.submit(read_firewall, intent)  # D-Bus waits overlap the Redis import
-        cluster = read_cluster()
-        sites = dict(zip(cluster.nethvoice, pool.map(read_site, cluster.nethvoice), strict=True))
-        snapshot = bypass_view(intent, cluster, firewall.result(), sites)
+        sites = pool.map(read_site, cluster.nethvoice)
+        props = fw.config_properties()
+        sites = dict(zip(cluster.nethvoice, sites, strict=True))
+    snapshot = bypass_view(intent, cluster, zone, observed, props, sites)
     findings = checks.run_checks(snapshot)
     instances = [{"id": i, "host": env.get("NETHVOICE_HOST", ""),
                   "sip_ports": {"udp": target_port(env, "udp"), "tcp": target_port(env, "tcp"),
