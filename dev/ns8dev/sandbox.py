@@ -9,10 +9,14 @@ What runs (everything as root, nothing on the host's network or firewall):
 - network namespace `remote`, joined by a veth pair: 192.0.2.10 ("the Mediant") and
   192.0.2.11 ("another device"), 2001:db8::10 and ::11;
 - in the root namespace on 127.0.0.1: redis-server seeded like a cluster with NS8's
-  ACLs, MariaDB with NethVoice's FreePBX tables, and the module's agent;
+  ACLs, roles and grants, MariaDB with NethVoice's FreePBX tables, the module's agent,
+  the nethvoice-proxy stand-in's agent (dev/proxy-standin: the proxy's route actions)
+  and the api-server stand-in (ns8dev.apiserver: login, tasks, the cluster-admin page
+  and the module's UI, with the UI user admin);
 - files under the root dir laid out like a node: etc/nethserver/agent.env,
   var/lib/nethserver/nethvoice-bypass1 (the module, rootfull, linked to the repo's
   imageroot), home/nethvoice1/.config (a NethVoice stand-in with bin/mysql, bin/fwconsole),
+  home/nethvoice-proxy1/.config (the proxy stand-in, with NethVoice's own route),
   usr/local/bin/conntrack (the real tool, run in the node namespace: actions run in
   the root namespace, but the node's connection table is the node namespace's).
 
@@ -22,6 +26,8 @@ another process can stop everything by PID and delete the namespaces and files.
 
 import contextlib
 import ctypes
+import functools
+import importlib.util
 import json
 import os
 import secrets
@@ -36,7 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import procs
+from . import apiserver, procs
 from .firewalld import Firewalld
 from .sip_responder import PROXY_SCANNER_UA
 
@@ -70,6 +76,11 @@ PORTS = {
 PROXY_SERVER = f"NethServer 8 {PROXY_ID}"  # KML_SERVER_HEADER
 ASTERISK_SERVER = "Asterisk PBX"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ADMIN_USER, ADMIN_PASSWORD = "admin", "Nethesis,1234"  # the cluster-admin UI user
+# In the node's agent.env: the module's steps reach the api-server stand-in there
+# instead of http://cluster-leader:9311 (nethvoice_bypass.clusterapi.ENDPOINT_ENV).
+API_ENDPOINT_ENV = "NETHVOICE_BYPASS_API_ENDPOINT"
+BLOCKING_POPS = ("brpop", "blpop", "blmove", "brpoplpush")
 
 _counter = iter(range(1, 1_000_000))
 
@@ -128,6 +139,16 @@ def tail(path, lines=20):
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@functools.cache
+def proxy_standin():
+    """dev/proxy-standin/standin.py, loaded by path (the directory is no package)."""
+    spec = importlib.util.spec_from_file_location("ns8dev_proxy_standin",
+                                                  DEV / "proxy-standin/standin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def netns_list():
@@ -289,9 +310,12 @@ class Sandbox:
 
     Useful attributes once up: addresses, ports, bus_address, netns (node/remote
     names), redis (cluster/module/default credentials and address), mariadb,
-    install_dir, state_dir, env_file, nethvoice (its dirs), firewalld (the Firewalld
-    harness: firewall_cmd, nft). Commands: remote(), node(), in_netns(), runagent(),
-    sql(), redis_client(), agent_env().
+    install_dir, state_dir, env_file, nethvoice (its dirs), proxy (the proxy
+    stand-in's install_dir and state_dir), api_url (the api-server stand-in, also
+    NETHVOICE_BYPASS_API_ENDPOINT in the node's agent.env; the cluster-admin page at
+    api_url + "/"), admin ({"username", "password"} of the UI user), firewalld (the
+    Firewalld harness: firewall_cmd, nft). Commands: remote(), node(), in_netns(),
+    runagent(), sql(), redis_client(), agent_env().
     """
 
     def __init__(self, root, start_agent=True, foreground=False):
@@ -313,6 +337,12 @@ class Sandbox:
         self.nethvoice = {"module_id": NETHVOICE_ID, "install_dir": str(nv),
                           "state_dir": str(nv / "state"),
                           "fwconsole_log": str(nv / "state/fwconsole.log")}
+        px = self.root / "home" / PROXY_ID / ".config"
+        self.proxy = {"module_id": PROXY_ID, "install_dir": str(px),
+                      "state_dir": str(px / "state")}
+        self.admin = {"username": ADMIN_USER, "password": ADMIN_PASSWORD}
+        self.api_url = None
+        self._waits = []  # readiness checks of processes started but not yet waited for
         # The modules' environments, as in their state dirs and in Redis.
         self.environments = {
             MODULE_ID: module_environment(MODULE_ID,
@@ -342,10 +372,11 @@ class Sandbox:
             self._network()
             self._firewalld()
             self._redis()
+            self._cluster()  # starts the proxy agent and the api-server, waited for last
             self._mariadb()
             self._sip_responders()
             self._install_modules()
-            self._agent()
+            self._services()
         except BaseException:
             log("start-up failed, cleaning up")
             self.down()
@@ -381,6 +412,8 @@ class Sandbox:
             "addresses": self.addresses,
             "ports": self.ports,
             "nethvoice": self.nethvoice,
+            "proxy": self.proxy,
+            "admin": self.admin,
             "logs": str(self.log_dir),
             "pids": {},
             "pid_start_times": {},
@@ -614,8 +647,13 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
             wrapper.chmod(0o755)
         return bin_dir
 
-    def _install_modules(self):
+    def _cluster(self):
+        """What the cluster side needs, then the proxy stand-in's agent and the
+        api-server, started here (they need only Redis) so that their start-up overlaps
+        MariaDB's; _services() waits for them."""
         node_path = f"{REPO / '.venv/bin'}:{DEV / 'bin'}:{self._node_tools()}:{SYSTEM_PATH}"
+        self.api_url = self.state["api_url"] = f"http://127.0.0.1:{free_port()}"
+        self._save()
         # /etc/nethserver/agent.env of the node
         write_env(self.env_file, {
             "REDIS_ADDRESS": self.redis["address"],
@@ -624,7 +662,26 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
             "NS8_SANDBOX_NETNS": self.netns["node"],
             "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
             "PATH": node_path,
+            API_ENDPOINT_ENV: self.api_url,
         })
+        # Roles and grants (add-module, the proxy's routeadm role, the image labels)
+        # and the cluster-admin UI user: before anything can log in or submit tasks.
+        r = self.redis_client("cluster")
+        try:
+            apiserver.seed_cluster(r, admin=(self.admin["username"], self.admin["password"]))
+        finally:
+            r.close()
+        # The nethvoice-proxy stand-in, rootless: ~nethvoice-proxy1/.config, with the
+        # route NethVoice's configure-module adds for its own host name.
+        envs, standin = self.environments, proxy_standin()
+        proxy_state = standin.install(self.proxy["install_dir"], envs[PROXY_ID],
+                                      self.redis["passwords"][PROXY_ID])
+        standin.seed_route(proxy_state, **standin.nethvoice_route(envs[NETHVOICE_ID],
+                                                                  envs[PROXY_ID]))
+        self._waits = [self._proxy_agent(), self._apiserver()]
+
+    def _install_modules(self):
+        node_path = read_env(self.env_file)["PATH"]
         pw, envs = self.redis["passwords"], self.environments
         # The core's own agents: runagent defaults to "cluster" as root.
         for agent, user in (("cluster", "cluster"), ("node", f"node/{NODE_ID}")):
@@ -697,33 +754,80 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                 "fqdn": proxy["KML_DEFAULT_FQDN"], "node": NODE_ID,
                 "module_uuid": proxy["MODULE_UUID"]})
         p.execute()
+        r.close()
+
+    def _services(self):
+        """Start the module's agent, then wait for it and for what _cluster() started
+        (the proxy stand-in's agent, the api-server)."""
+        for wait in [self._agent(), *self._waits]:
+            if wait:
+                wait()
+
+    def _runner_env(self):
+        """What dev/ns8dev/agent.py needs from its own environment (the rest comes from
+        the env files), like agent@.service's Environment=."""
+        return {"PATH": read_env(self.env_file)["PATH"], "PYTHONPATH": str(DEV),
+                "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
+
+    def _wait_polling(self, name, agent_id, timeout=15):
+        """Until agent_id waits on its task queue: a Redis client named agent_id (what
+        the api-server's client idle check looks for) blocked in BRPOP."""
+        popen = self._procs[name]
+        r = self.redis_client("cluster")
+
+        def polling():
+            if popen.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
+            return any(c.get("name") == agent_id and c.get("cmd") in BLOCKING_POPS
+                       for c in r.client_list())
+        try:
+            procs.wait_for(polling, timeout, f"{name} to wait on {agent_id}/tasks")
+        finally:
+            r.close()
 
     def _agent(self):
         if not self.start_agent:
-            return
+            return None
         if not (DEV / "ns8dev/agent.py").exists():
             log("dev/ns8dev/agent.py is missing: the agent is not started")
-            return
-        env = {"PATH": read_env(self.env_file)["PATH"], "PYTHONPATH": str(DEV),
-               "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
-        popen = self._spawn("agent", [
+            return None
+        self._spawn("agent", [
             sys.executable, "-m", "ns8dev.agent", "serve", "--agent-id", AGENT_ID,
             "--install-dir", self.install_dir, "--base-actions", DEV / "base-actions",
             "--env-file", self.env_file,
-        ], env=env, cwd=self.state_dir)
-        r = self.redis_client("cluster")
+        ], env=self._runner_env(), cwd=self.state_dir)
 
-        def waiting_for_tasks():
+        def wait():
+            try:
+                self._wait_polling("agent", AGENT_ID)
+            except TimeoutError:
+                log("the agent runs but does not wait on its task queue yet; see "
+                    f"{self.log_dir / 'agent.log'}")
+        return wait
+
+    def _proxy_agent(self):
+        """The nethvoice-proxy stand-in under the same agent runner as the module."""
+        argv = proxy_standin().agent_argv(self.proxy["install_dir"], self.env_file)
+        self._spawn("proxy-agent", argv, env=self._runner_env(), cwd=self.proxy["state_dir"])
+        return functools.partial(self._wait_polling, "proxy-agent", f"module/{PROXY_ID}")
+
+    def _apiserver(self):
+        """The api-server stand-in: the cluster-admin page (dev/cluster-admin) at /, the
+        module's UI (ui/dist) at /apps/<module_id>/; missing directories answer 404."""
+        name = "api-server"
+        popen = self._spawn(name, [
+            sys.executable, "-m", "ns8dev.apiserver",
+            "--listen", self.api_url.removeprefix("http://"),
+            "--redis-address", self.redis["address"],
+            "--redis-user", "cluster", "--redis-password", self.redis["cluster"]["password"],
+            "--static", REPO / "dev/cluster-admin", "--app", f"{MODULE_ID}={REPO / 'ui/dist'}",
+        ], env=self._runner_env())
+
+        def listening():
             if popen.poll() is not None:
-                raise RuntimeError(f"the agent exited:\n{tail(self.log_dir / 'agent.log')}")
-            return any(c.get("user") == AGENT_ID and c.get("cmd") in ("brpop", "blpop",
-                                                                       "blmove", "brpoplpush")
-                       for c in r.client_list())
-        try:
-            procs.wait_for(waiting_for_tasks, 15, "the agent to wait on its task queue")
-        except TimeoutError:
-            log("the agent runs but does not wait on its task queue yet; see "
-                f"{self.log_dir / 'agent.log'}")
+                raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
+            return "api-server listening on http://" in tail(self.log_dir / f"{name}.log")
+        return lambda: procs.wait_for(listening, 15, name)
 
     # -- helpers for tests and the CLI ------------------------------------------------
 

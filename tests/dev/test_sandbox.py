@@ -1,6 +1,7 @@
 """The sandbox node: everything comes up, behaves like the NS8 pieces it stands in
 for, and leaves nothing behind."""
 
+import base64
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from nethvoice_bypass import clusterapi
 from ns8dev import sandbox as sbx
 from ns8dev.sandbox import Sandbox
 from redis.backoff import NoBackoff
@@ -24,6 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 MEDIANT, OTHER, NODE = (sbx.ADDRESSES[k] for k in ("mediant", "other", "node"))
 PROXY_PORT, ASTERISK_UDP, ASTERISK_TCP = (
     sbx.PORTS[k] for k in ("proxy_sip", "asterisk_sip_udp", "asterisk_sip_tcp"))
+PROXY = "module/nethvoice-proxy1"
+# configure-module/60sip_proxy of NethVoice: its host name to Asterisk's SIP TCP port
+NV_ROUTE = {"domain": "voice.example.org",
+            "address": [{"uri": "sip:10.5.4.1:20024", "description": "nethvoice1"}]}
 
 
 # -- a small stdlib SIP client (field-notes §6) -------------------------------------
@@ -87,9 +93,19 @@ def nft_tables_of_root_namespace():
     return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
 
 
+def api_answers(url):
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def assert_nothing_left(state, root_tables):
     for name, pid in state["pids"].items():
         assert sbx.start_time(pid) != state["pid_start_times"][name], f"{name} still runs"
+    assert not api_answers(state["api_url"])
     assert not set(state["netns"].values()) & sbx.netns_list()
     assert not Path(state["root"]).exists()
     assert nft_tables_of_root_namespace() == root_tables  # the host's firewall untouched
@@ -102,11 +118,16 @@ def test_sandbox_json_describes_the_running_node(sandbox):
     for key in ("install_dir", "state_dir", "env_files", "base_actions", "cluster_redis",
                 "module_redis", "bus_address", "netns", "addresses", "mariadb", "pids"):
         assert key in state, key
+    assert (state["api_url"], state["admin"], state["proxy"]) == (
+        sandbox.api_url, sandbox.admin, sandbox.proxy)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", state["api_url"])
+    assert state["admin"] == {"username": "admin", "password": "Nethesis,1234"}
+    assert state["proxy"]["state_dir"] == str(sandbox.root / "home/nethvoice-proxy1/.config/state")
     assert state["base_actions"] == str(REPO / "dev/base-actions")
     assert Path(state["env_files"][0]).is_file()
     assert state["module_redis"]["user"] == "module/nethvoice-bypass1"
-    assert {"dbus", "firewalld", "redis", "mariadb", "sip-proxy", "sip-asterisk"} <= set(
-        state["pids"])
+    assert {"dbus", "firewalld", "redis", "mariadb", "sip-proxy", "sip-asterisk",
+            "proxy-agent", "api-server"} <= set(state["pids"])
     assert sbx.running_pids(state) == state["pids"]
     assert set(state["netns"].values()) <= sbx.netns_list()
     assert state["startup_seconds"] < 30
@@ -279,7 +300,7 @@ def test_runagent_sets_up_the_module_environment(sandbox, tmp_path):
     assert bypass == ["nethvoice-bypass1", "module/nethvoice-bypass1", sandbox.bus_address,
                       str(sandbox.state_dir)]
     assert set(sandbox.runagent("-l").stdout.split()) == {
-        "cluster", "node", "nethvoice-bypass1", "nethvoice1"}
+        "cluster", "node", "nethvoice-bypass1", "nethvoice1", "nethvoice-proxy1"}
     missing = sandbox.runagent("-m", "nosuchmodule1", "true", check=False)
     assert missing.returncode == 1 and "Cannot find environment" in missing.stderr
 
@@ -364,6 +385,84 @@ def test_the_agent_takes_tasks_from_its_queue(sandbox):
     assert r.get(key) == "8"  # action not defined, written with the module's credentials
 
 
+# -- the cluster API and the nethvoice-proxy stand-in ----------------------------------
+
+def test_the_api_server_logs_in_the_ui_admin(sandbox, cluster_api):
+    token = cluster_api.login(sandbox.admin["username"], sandbox.admin["password"])
+    part = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    assert claims["id"] == "admin"
+    assert cluster_api.call("POST", "/api/login", {"username": "admin", "password": "wrong"}) == (
+        401, {"code": 401, "message": "incorrect Username or Password", "data": None})
+    # the module's steps are pointed at it
+    assert sbx.read_env(sandbox.env_file)[clusterapi.ENDPOINT_ENV] == sandbox.api_url
+    assert sandbox.agent_env()[clusterapi.ENDPOINT_ENV] == sandbox.api_url
+
+
+def test_the_proxy_stand_in_is_installed_like_a_rootless_module(sandbox):
+    install = Path(sandbox.proxy["install_dir"])
+    assert (install / "actions").resolve() == REPO / "dev/proxy-standin/actions"
+    agent_env = install / "state/agent.env"
+    assert agent_env.stat().st_mode & 0o777 == 0o600
+    assert sbx.read_env(agent_env)["REDIS_USER"] == PROXY
+    assert sbx.read_env(install / "state/environment") == sandbox.redis_client(
+        "default").hgetall(f"{PROXY}/environment")
+
+
+def test_list_routes_through_the_api_server_returns_nethvoices_route(sandbox, cluster_api):
+    result = cluster_api.run_task(PROXY, "list-routes", {}, cluster_api.login())
+    assert result["exit_code"] == 0, result["error"]
+    assert NV_ROUTE in result["output"]
+    task_id = result["file"].rsplit("/", 1)[1]
+    context = json.loads(sandbox.redis_client().get(f"task/{PROXY}/{task_id}/context"))
+    assert context["user"] == "admin"
+
+
+ROUTE_ROUND_TRIP = """
+import json, sys
+from nethvoice_bypass import clusterapi
+from nethvoice_bypass.step import Failure
+
+route = json.loads(sys.argv[1])
+out = {"add": clusterapi.run_task("nethvoice-proxy1", "add-route", route)}
+out["after_add"] = clusterapi.run_task("nethvoice-proxy1", "list-routes", {})["output"]
+out["remove"] = clusterapi.run_task("nethvoice-proxy1", "remove-route", {"domain": route["domain"]})
+out["after_remove"] = clusterapi.run_task("nethvoice-proxy1", "list-routes", {})["output"]
+try:  # routeadm, not owner: anything else on the proxy is refused
+    clusterapi.run_task("nethvoice-proxy1", "destroy-module", {})
+    out["denied"] = None
+except Failure as err:
+    out["denied"] = str(err)
+print(json.dumps(out))
+"""
+
+
+def test_the_module_manages_proxy_routes_with_its_own_credentials(sandbox):
+    env = dict(sandbox.agent_env(), AGENT_TASK_ID=f"sandbox-test-{uuid.uuid4()}")
+    assert env["REDIS_USER"] == "module/nethvoice-bypass1"
+    domain = f"sandbox-{uuid.uuid4().hex[:8]}.example.net"
+    route = {"domain": domain.upper(), "address": [{"uri": "sip:10.5.4.1:20040",
+                                                    "description": "bypass"}]}
+    proc = subprocess.run([sys.executable, "-c", ROUTE_ROUND_TRIP, json.dumps(route)], env=env,
+                          cwd=sandbox.state_dir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["add"] == out["remove"] == {"output": "", "error": "", "exit_code": 0}
+    assert {"domain": domain, "address": route["address"]} in out["after_add"]
+    assert NV_ROUTE in out["after_add"]
+    assert domain not in {r["domain"] for r in out["after_remove"]}
+    assert NV_ROUTE in out["after_remove"]
+    assert out["denied"].startswith("not authorized: module/nethvoice-bypass1 may not run "
+                                    "destroy-module")
+    # the proxy ran them for the module, as children of the step's task
+    r = sandbox.redis_client()
+    contexts = [json.loads(r.get(k)) for k in r.scan_iter(f"task/{PROXY}/*/context")]
+    mine = [c for c in contexts if c.get("parent") == env["AGENT_TASK_ID"]]
+    assert sorted(c["action"] for c in mine) == ["add-route", "list-routes", "list-routes",
+                                                 "remove-route"]
+    assert {c["user"] for c in mine} == {"module/nethvoice-bypass1"}
+
+
 # -- lifecycle -------------------------------------------------------------------------
 
 def test_down_leaves_nothing_behind(tmp_path):
@@ -371,6 +470,8 @@ def test_down_leaves_nothing_behind(tmp_path):
     with Sandbox(tmp_path / "node", start_agent=False) as sb:
         state = json.loads(json.dumps(sb.state))
         assert sbx.running_pids(state) == state["pids"]
+        assert {"proxy-agent", "api-server"} <= set(state["pids"])
+        assert api_answers(sb.api_url)
         assert "table inet firewalld" in sb.firewalld.nft("list", "tables")
     assert_nothing_left(state, root_tables)
 
@@ -386,7 +487,7 @@ def test_a_failed_start_cleans_up_what_it_started(tmp_path):
     root_tables = nft_tables_of_root_namespace()
     with pytest.raises(RuntimeError, match="injected failure"):
         Failing(tmp_path / "node", start_agent=False).up()
-    assert {"firewalld", "redis", "mariadb"} <= set(seen["pids"])
+    assert {"firewalld", "redis", "mariadb", "proxy-agent", "api-server"} <= set(seen["pids"])
     assert_nothing_left(seen, root_tables)
 
 
@@ -403,6 +504,7 @@ def test_cli_up_then_stop_from_another_process(tmp_path):
             time.sleep(0.2)
         state = sbx.load_state(root)
         assert state["controller"]["pid"] == up.pid
+        assert {"proxy-agent", "api-server"} <= set(sbx.running_pids(state))
         stop = subprocess.run([sys.executable, REPO / "dev/sandbox", "stop", "--root", root],
                               capture_output=True, text=True, timeout=90)
         assert stop.returncode == 0, stop.stderr
@@ -410,7 +512,9 @@ def test_cli_up_then_stop_from_another_process(tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
-    assert "Sandbox node up" in out.read_text()
+    printed = out.read_text()
+    assert "Sandbox node up" in printed
+    assert f"cluster UI   {state['api_url']}/   user admin password Nethesis,1234" in printed
     assert_nothing_left(state, root_tables)
 
 
