@@ -618,10 +618,18 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                 f"--listen=tcp:{p['asterisk_sip_tcp']}", f"--listen=udp:{p['asterisk_sip_udp']}",
             ],
         }
+        # The same stand-ins on the loopback of the root namespace, where actions run:
+        # on a node Kamailio listens on 127.0.0.1:5060 and Asterisk on every address,
+        # so probes from the node itself (verify-bypass) reach them there.
+        loopback = ["--host=127.0.0.1", "--host=::1", "--shared"]
+        local = {f"{name}-lo": [*args, *loopback] for name, args in responders.items()}
         env = dict(os.environ, PYTHONPATH=str(DEV))
         for name, args in responders.items():
             self._spawn(name, ["ip", "netns", "exec", self.netns["node"], sys.executable,
                                "-m", "ns8dev.sip_responder", *args], env=env)
+        for name, args in local.items():
+            self._spawn(name, [sys.executable, "-m", "ns8dev.sip_responder", *args], env=env)
+        responders.update(local)
         for name in responders:
             def ready(name=name):
                 if self._procs[name].poll() is not None:
@@ -638,13 +646,14 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
         """
         bin_dir = self.root / "usr/local/bin"
         bin_dir.mkdir(parents=True)
-        real = shutil.which("conntrack", path=SYSTEM_PATH)
-        if real:  # without it the module sees what a node without conntrack shows
-            wrapper = bin_dir / "conntrack"
-            wrapper.write_text("#!/bin/sh\n# Sandbox: the node's conntrack table is the one of "
-                               f"namespace {self.netns['node']}.\n"
-                               f'exec ip netns exec {self.netns["node"]} {real} "$@"\n')
-            wrapper.chmod(0o755)
+        for tool in ("conntrack", "nft"):
+            real = shutil.which(tool, path=SYSTEM_PATH)
+            if real:  # without it the module sees what a node without the tool shows
+                wrapper = bin_dir / tool
+                wrapper.write_text(f"#!/bin/sh\n# Sandbox: the node's {tool} state is the one of "
+                                   f"namespace {self.netns['node']}.\n"
+                                   f'exec ip netns exec {self.netns["node"]} {real} "$@"\n')
+                wrapper.chmod(0o755)
         return bin_dir
 
     def _cluster(self):
@@ -660,6 +669,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
             "NODE_ID": NODE_ID,
             "NS8_SANDBOX_ROOT": self.root,
             "NS8_SANDBOX_NETNS": self.netns["node"],
+            "AGENT_BASEACTIONS_DIR": DEV / "base-actions",  # the core's actions, e.g. get-status
             "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
             "PATH": node_path,
             API_ENDPOINT_ENV: self.api_url,

@@ -13,6 +13,7 @@ and the line `ready` once every listener is bound.
 
 import argparse
 import asyncio
+import errno
 import re
 import socket
 
@@ -113,9 +114,12 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
 
 def dual_stack_socket(kind, host, port):
-    sock = socket.socket(socket.AF_INET6, kind)
+    """A socket on host:port; `::` also takes IPv4 (dual stack), `127.0.0.1` only IPv4."""
+    family = socket.AF_INET if ":" not in host else socket.AF_INET6
+    sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
@@ -129,11 +133,18 @@ async def read_message(reader):
     return head + (await reader.readexactly(length) if length else b"")
 
 
-async def serve(responder, listeners, host="::"):
+async def serve(responder, listeners, hosts=("::",), shared=False):
     loop = asyncio.get_running_loop()
-    for proto, port in listeners:
+    for host, (proto, port) in ((h, listener) for h in hosts for listener in listeners):
+        try:
+            sock = dual_stack_socket(socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM, host, port)
+        except OSError as err:
+            if not (shared and err.errno == errno.EADDRINUSE):
+                raise
+            # another sandbox's identical stand-in already answers there
+            print(f"{proto} {host}:{port} busy, left to the stand-in already there", flush=True)
+            continue
         if proto == "udp":
-            sock = dual_stack_socket(socket.SOCK_DGRAM, host, port)
             await loop.create_datagram_endpoint(lambda p=port: UdpProtocol(responder, p),
                                                 sock=sock)
         else:
@@ -151,7 +162,6 @@ async def serve(responder, listeners, host="::"):
                 finally:
                     writer.close()
 
-            sock = dual_stack_socket(socket.SOCK_STREAM, host, port)
             await asyncio.start_server(on_client, sock=sock)
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -169,13 +179,15 @@ def main(argv=None):
     parser.add_argument("--server", required=True, help="value of the Server header")
     parser.add_argument("--listen", type=parse_listen, action="append", required=True,
                         metavar="udp:PORT|tcp:PORT")
-    parser.add_argument("--host", default="::", help="bind address (default dual-stack ::)")
+    parser.add_argument("--host", action="append", help="bind address, repeatable (default dual-stack ::)")
+    parser.add_argument("--shared", action="store_true",
+                        help="skip an address:port already taken (by another sandbox's same stand-in)")
     parser.add_argument("--drop-user-agent", metavar="REGEX",
                         help="silently drop requests whose User-Agent matches (re.search), "
                         f"like the proxy's scanner list: {PROXY_SCANNER_UA}")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(Responder(args.server, args.drop_user_agent), args.listen, args.host))
+        asyncio.run(serve(Responder(args.server, args.drop_user_agent), args.listen, args.host or ["::"], args.shared))
     except KeyboardInterrupt:
         pass
 

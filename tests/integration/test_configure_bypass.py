@@ -140,3 +140,37 @@ def test_drift_is_detected_and_reconciled(actions, sandbox, clean_site):
     out = actions.run("reconcile-bypass")
     assert ("bypass_trunk", "2") in [(c["op"], c.get("trunk")) for c in out["plan"]]
     assert outbound_proxy(sandbox, 2) == ""
+
+
+def proxy_routes(sandbox):
+    stored = json.loads((Path(sandbox.proxy["state_dir"]) / "routes.json").read_text())["routes"]
+    return {r["domain"]: r for r in stored}
+
+
+def test_domain_aliases_added_and_removed_without_touching_nethvoice_route(actions, sandbox, clean_site):
+    own = proxy_routes(sandbox)["voice.example.org"]
+    out = actions.run("configure-bypass", {"domain_aliases": ["PBX.Customer.example", "198.51.100.20"]})
+    assert [(c["op"], c["domain"]) for c in out["plan"]] == [("add_route", "pbx.customer.example"),
+                                                             ("add_route", "198.51.100.20")]
+    assert not out["reloaded"]  # no FreePBX change, no reload
+    routes = proxy_routes(sandbox)
+    assert routes["pbx.customer.example"]["address"][0]["uri"] == "sip:10.5.4.1:20024"
+    assert routes["voice.example.org"] == own
+    status = actions.run("get-status")["bypass"]["domain_aliases"]["nethvoice1"]
+    assert [(a["domain"], a["present"]) for a in status] == [("198.51.100.20", True), ("pbx.customer.example", True)]
+    actions.run("configure-bypass", {"domain_aliases": ["198.51.100.20"]})
+    assert set(proxy_routes(sandbox)) == {"voice.example.org", "198.51.100.20"}
+    actions.run("configure-bypass", {"domain_aliases": []})
+    assert proxy_routes(sandbox) == {"voice.example.org": own}
+
+
+@pytest.mark.parametrize("aliases, error", [
+    (["voice.example.org"], "domain_aliases_owned_by_nethvoice"),
+    (["a.example", "A.example"], "domain_aliases_duplicate"),
+    (["bad domain"], "domain_aliases_format"),
+])
+def test_domain_alias_refusals_change_nothing(actions, sandbox, clean_site, aliases, error):
+    before = proxy_routes(sandbox)
+    errors = actions.run("configure-bypass", {"domain_aliases": aliases}, expect=10)
+    assert error in [e["error"] for e in errors]
+    assert proxy_routes(sandbox) == before
