@@ -174,3 +174,14 @@ def test_domain_alias_refusals_change_nothing(actions, sandbox, clean_site, alia
     errors = actions.run("configure-bypass", {"domain_aliases": aliases}, expect=10)
     assert error in [e["error"] for e in errors]
     assert proxy_routes(sandbox) == before
+
+
+def test_destroy_module_undoes_trunks_nat_and_aliases(actions, sandbox, clean_site):
+    own = proxy_routes(sandbox)
+    actions.run("configure-bypass", {"trunks": ["Custom-Voip"], "domain_aliases": ["pbx.customer.example"],
+                                     "nat": {"external_address": "203.0.113.5"}})
+    assert site_state(sandbox) != clean_site
+    out = actions.run("destroy-module")
+    assert out["restored"] == ["nethvoice1"] and out["problems"] == []
+    assert site_state(sandbox) == clean_site
+    assert proxy_routes(sandbox) == own

@@ -324,20 +324,18 @@ def reconcile_forwards(store, intent, cluster, dry_run, action):
     return result
 
 
-def remove_all_forwards(action="destroy-module"):
-    """Withdraw every rule this module recorded, and nothing else."""
-    store = Store()
-    with store.locked():
-        intent = store.load()
-        if not intent["forwards"]:
-            return {"removed": []}
-        fw = Firewalld()
-        entries = list(intent["forwards"].values())
-        observed = observe(fw, {e["zone"] for e in entries})
-        changes = [c for e in entries for c in forwards.plan_forward(e, None, observed, removing=True)]
-        before = {k: dict(v) for k, v in intent["forwards"].items()}
-        apply_changes(fw, changes)
-        intent["forwards"] = {}
-        store.save(intent)
-        store.audit(action, rule_changes(changes), before, {})
-    return {"removed": [e["id"] for e in entries]}
+def remove_all_forwards(store, intent, action):
+    """Withdraw every rule this module recorded, and nothing else. The caller holds
+    the state lock."""
+    entries = list(intent["forwards"].values())
+    if not entries:
+        return []
+    fw = Firewalld()
+    observed = observe(fw, {e["zone"] for e in entries})
+    changes = [c for e in entries for c in forwards.plan_forward(e, None, observed, removing=True)]
+    before = {k: dict(v) for k, v in intent["forwards"].items()}
+    apply_changes(fw, changes)
+    intent["forwards"] = {}
+    store.save(intent)
+    store.audit(action, rule_changes(changes), before, {})
+    return [e["id"] for e in entries]

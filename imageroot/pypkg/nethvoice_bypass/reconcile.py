@@ -38,3 +38,32 @@ def reconcile(data=None, action="reconcile-bypass"):
                 result["reloaded"].append(instance)
     result["changed"] = any(c["op"] != "flush_conntrack" for c in result["plan"])
     return result
+
+
+def undo_all(action="destroy-module"):
+    """On module removal: withdraw our firewalld rules and proxy routes, give trunks
+    their proxy back and FreePBX its previous NAT settings. Each part is attempted
+    even when another fails, so a removal leaves as little behind as possible."""
+    store = Store()
+    result = {"removed": [], "restored": [], "problems": []}
+    with store.locked():
+        intent = store.load()
+        try:
+            result["removed"] = forwarding.remove_all_forwards(store, intent, action)
+        except Failure as err:
+            result["problems"].append({"instance": "", "message": str(err)})
+        bypassed = {i: m for i, m in intent.get("bypass", {}).items() if any(m.values())}
+        if not bypassed:
+            return result
+        cluster = read_cluster()
+        for instance in sorted(bypassed):
+            if instance not in cluster.nethvoice:
+                continue
+            try:
+                configure.configure_instance(store, intent, cluster, instance,
+                                             {"trunks": [], "nat": None, "domain_aliases": []}, action)
+                result["restored"].append(instance)
+            except (Failure, ValidationFailed) as err:
+                log(f"could not undo the bypass of {instance}: {err}")
+                result["problems"].append({"instance": instance, "message": str(err)})
+    return result
