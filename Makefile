@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The NS8 agent venv is built from the distro python with system site packages
 # (python3-dbus comes from Debian); ours is built the same way.
 SYSTEM_PYTHON := /usr/bin/python3
-DEB_PACKAGES := firewalld nftables python3-dbus python3-firewall dbus iproute2 \
+DEB_PACKAGES := python3-venv firewalld nftables python3-dbus python3-firewall dbus iproute2 \
 	redis-server mariadb-server conntrack sip-tester sipsak buildah
 PYTEST_ARGS ?=
 
