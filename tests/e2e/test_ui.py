@@ -6,7 +6,9 @@ stand-in (dev/cluster-admin) logs in to the api-server stand-in, the module UI
 sandbox's real firewalld and MariaDB. Screenshots: tests/artifacts/*.png.
 """
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from uihelpers import (
@@ -210,6 +212,47 @@ def test_nat_form_shows_errors_under_its_fields(app, sandbox):
                                                           value="10.1.2.300/24")
     assert frame.locator("[data-test=configure-modal]").is_hidden()
     assert externip() == before
+
+
+def test_domain_aliases_preview_apply_and_field_errors(app, sandbox):
+    routes_file = Path(sandbox.proxy["state_dir"]) / "routes.json"
+
+    def routed(domain):  # the proxy stand-in's route table: {"routes": [{"domain", "address"}]}
+        routes = json.loads(routes_file.read_text())["routes"] if routes_file.exists() else []
+        return domain in [r["domain"] for r in routes]
+
+    alias = "pbx.e2e.example"
+    assert run_action(sandbox, "configure-bypass", {"domain_aliases": []})["exit_code"] == 0
+    assert not routed(alias)
+    app.go("trunks")
+    frame = app.frame
+    field = frame.locator("textarea[data-test=domain-aliases-input]")
+    error = frame.locator("[data-test=field-domain_aliases] .bx--form-requirement")
+    modal = frame.locator("[data-test=configure-modal]")
+
+    own_host = sandbox.environments["nethvoice1"]["NETHVOICE_HOST"]
+    field.fill(f"{own_host}\nnot a domain!")
+    frame.locator("[data-test=aliases-preview]").click()
+    error.wait_for()
+    assert error.inner_text().strip() == "; ".join([
+        message("en", "validation.domain_aliases_owned_by_nethvoice", value=own_host),
+        message("en", "validation.domain_aliases_format", value="not a domain!")])
+    assert modal.is_hidden()
+
+    field.fill(alias)
+    frame.locator("[data-test=aliases-preview]").click()
+    change = modal.locator(".plan-change[data-op=add_route]")
+    change.wait_for()
+    assert alias in change.inner_text()
+    assert not routed(alias)  # a preview only
+    app.modal_primary("configure-modal").click()
+    wait_until(lambda: routed(alias), 30, "the proxy to route the alias")
+    listed = frame.locator(f'[data-alias="{alias}"]')
+    listed.wait_for()
+    assert listed.get_attribute("data-present") == "true"
+
+    assert run_action(sandbox, "configure-bypass", {"domain_aliases": []})["exit_code"] == 0
+    assert not routed(alias)
 
 
 def test_remove_forward_asks_for_confirmation(app, sandbox):
