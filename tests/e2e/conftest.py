@@ -1,7 +1,7 @@
 """Fixtures of the UI tests: headless Debian Chromium driven by Playwright, the
 cluster-admin stand-in page of the sandbox, the built UI (ui/dist).
 
-`browser`: one Chromium for the session (Debian's /usr/bin/chromium: no browser
+`browser`: one Chromium per test module (Debian's /usr/bin/chromium: no browser
 downloads). `page`: a fresh context (empty localStorage, so a fresh login) with
 uncaught page errors collected and asserted empty at teardown. `app`: the
 logged-in cluster-admin page showing the module UI (uihelpers.App); `app.frame` is
@@ -23,8 +23,11 @@ def ui_dist():
     return DIST
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")
+def browser(sandbox):
+    """Module scope, not session: while Playwright's sync API runs, the main thread has
+    a running asyncio loop and asyncio.run() elsewhere (integration tests) would fail.
+    The sandbox is started first for the same reason."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
