@@ -139,6 +139,7 @@ def test_invalid_source_shows_the_translated_error_and_changes_nothing(page, san
     assert frame.locator("[data-test=add-preview]").is_hidden()  # no plan for a refused input
     assert frame.locator("[data-test=add-modal] .bx--modal-header__heading").inner_text() == \
         message(lang, "forwards.add_forward")
+    app.screenshot(f"forwards-invalid-{lang}")
 
     # a wrong family is refused too, with its own message
     frame.locator("input[data-test=source-input]").fill("2001:db8::10")
@@ -151,7 +152,6 @@ def test_invalid_source_shows_the_translated_error_and_changes_nothing(page, san
     assert rich_rules(sandbox) == runtime
     assert rich_rules(sandbox, permanent=True) == permanent
     assert run_action(sandbox, "list-port-forwards", {})["output"]["forwards"] == listed
-    app.screenshot(f"forwards-invalid-{lang}")
 
 
 def test_toggle_trunk_bypass_changes_the_database(app, sandbox):
