@@ -8,10 +8,13 @@ PY := $(VENV)/bin/python
 # (python3-dbus comes from Debian); ours is built the same way.
 SYSTEM_PYTHON := /usr/bin/python3
 DEB_PACKAGES := python3-venv firewalld nftables python3-dbus python3-firewall dbus iproute2 \
-	redis-server mariadb-server conntrack sip-tester sipsak buildah
+	redis-server mariadb-server conntrack sip-tester sipsak buildah chromium
 PYTEST_ARGS ?=
 
-.PHONY: deps deb-deps venv test test-unit test-integration lint sandbox sandbox-stop image clean
+UI_SOURCES := $(shell find ui/src ui/public -type f) ui/package.json ui/package-lock.json \
+	ui/vue.config.js ui/babel.config.js ui/.npmrc
+
+.PHONY: deps deb-deps venv ui test test-unit lint sandbox sandbox-stop image bench clean
 
 deps: deb-deps venv
 
@@ -28,20 +31,37 @@ $(VENV)/.installed: requirements-agent.txt requirements-test.txt
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: deps lint
+# The UI is built with the machine's Node.js/npm from the committed lockfile.
+ui: ui/dist/index.html
+
+ui/node_modules/.installed: ui/package.json ui/package-lock.json ui/.npmrc
+	@command -v npm >/dev/null || ./dev/install-deb-packages nodejs npm
+	cd ui && npm ci --no-audit --no-fund
+	touch $@
+
+ui/dist/index.html: ui/node_modules/.installed $(UI_SOURCES)
+	cd ui && npm run build
+	touch $@
+
+test: deps lint ui
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-sandbox: deps
+sandbox: deps ui
 	$(PY) dev/sandbox up
 
 sandbox-stop: venv
 	$(PY) dev/sandbox stop
 
-image:
+image: ui
 	./build-images.sh
+
+# Side by side with the manual firewall-cmd procedure, and get-status's cost.
+bench: deps
+	$(PY) bench/port_forwards.py
+	$(PY) bench/get_status.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts
