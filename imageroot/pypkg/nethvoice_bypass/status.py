@@ -26,13 +26,18 @@ def start_core_status():
     path = os.path.join(base, CORE_STEP)
     if not os.access(path, os.X_OK):
         return None
-    return subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    data, feed = os.pipe()  # its task data goes in now: it runs while we gather ours
+    os.write(feed, b"null")
+    os.close(feed)
+    try:
+        return subprocess.Popen([path], stdin=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(data)
 
 
 def finish_core_status(proc):
     if proc is not None:
-        out, err = proc.communicate("null")
+        out, err = proc.communicate()
         if proc.returncode == 0:
             try:
                 return json.loads(out)
