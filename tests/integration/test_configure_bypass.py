@@ -185,3 +185,22 @@ def test_destroy_module_undoes_trunks_nat_and_aliases(actions, sandbox, clean_si
     assert out["restored"] == ["nethvoice1"] and out["problems"] == []
     assert site_state(sandbox) == clean_site
     assert proxy_routes(sandbox) == own
+
+
+def check_ids(actions):
+    return {c["id"] for c in actions.run("get-status")["bypass"]["checks"]}
+
+
+def test_nat_and_trunk_checks_both_ways(actions, sandbox, clean_site):
+    assert not {i for i in check_ids(actions) if i.startswith(("nat_", "trunk_"))}
+    actions.run("configure-bypass", {"trunks": ["Telco-Main"]})
+    found = check_ids(actions)
+    assert {"nat_externip_unset", "trunk_name_without_custom", "nat_localnets_missing_cluster",
+            "nat_localnets_missing_lan"} <= found
+    actions.run("configure-bypass", {"trunks": ["Custom-Voip"],
+                                     "nat": {"external_address": "198.51.100.1", "local_networks": ["192.0.2.0/24"]}})
+    found = check_ids(actions)
+    assert "nat_externip_mismatch" in found and "trunk_name_without_custom" not in found
+    assert not {"nat_externip_unset", "nat_localnets_missing_cluster", "nat_localnets_missing_lan"} & found
+    actions.run("configure-bypass", {"nat": {"external_address": "203.0.113.5", "local_networks": ["192.0.2.0/24"]}})
+    assert not {i for i in check_ids(actions) if i.startswith(("nat_", "trunk_"))}
