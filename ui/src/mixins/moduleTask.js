@@ -8,6 +8,15 @@ import to from "await-to-js";
 import { mapState } from "vuex";
 import { TaskService, UtilService } from "@nethserver/ns8-ui-lib";
 
+/** A form's error object with no errors: each field "" and no general messages. */
+export function emptyFieldErrors(fields) {
+  const errors = { general: [] };
+  for (const field of fields) {
+    errors[field] = "";
+  }
+  return errors;
+}
+
 export default {
   mixins: [TaskService, UtilService],
   computed: {
@@ -26,10 +35,12 @@ export default {
     /**
      * Start `action` on this instance.
      *
-     * options: {title, description, hidden (default true), progress (bool),
-     *   onCompleted(output, taskResult, taskContext), onAborted(taskResult, taskContext),
-     *   onValidationFailed(errors, taskContext), onValidationOk(task), onProgress(percent),
-     *   onError(message)}: onError when the task could not even be created.
+     * options: {title, description, hidden (default true),
+     *   onSettled(): first, whenever the task ends, however it ends,
+     *   onCompleted(output, taskResult, taskContext),
+     *   onFailure(message): the task aborted, or could not even be created,
+     *   onValidationFailed(errors, taskContext): without it, onFailure gets the errors as text,
+     *   onValidationOk(task), onProgress(percent)}.
      * Resolves to the eventId, or null when the task was not created.
      */
     async runModuleAction(action, data, options = {}) {
@@ -41,6 +52,7 @@ export default {
         const fn = (...args) => {
           if (once) {
             done();
+            settled();
           }
           if (handler) {
             handler(...args);
@@ -59,13 +71,27 @@ export default {
           }
         }
       };
+      const settled = () => {
+        if (options.onSettled) {
+          options.onSettled();
+        }
+      };
+      const fail = (message) => {
+        if (options.onFailure) {
+          options.onFailure(message);
+        }
+      };
       listen("completed", (taskContext, taskResult) => {
         if (options.onCompleted) {
           options.onCompleted(taskResult.output, taskResult, taskContext);
         }
       });
-      listen("aborted", options.onAborted);
-      listen("validation-failed", options.onValidationFailed);
+      listen("aborted", (taskResult) => fail(this.abortedMessage(taskResult)));
+      listen(
+        "validation-failed",
+        options.onValidationFailed ||
+          ((errors) => fail(this.mapValidationErrors(errors, []).general.join("; ")))
+      );
       if (options.onValidationOk) {
         listen("validation-ok", options.onValidationOk, false);
       }
@@ -89,12 +115,29 @@ export default {
       if (err) {
         console.error(`error creating task ${action}`, err);
         done();
-        if (options.onError) {
-          options.onError(this.getErrorMessage(err));
-        }
+        settled();
+        fail(this.getErrorMessage(err));
         return null;
       }
       return eventId;
+    },
+    /**
+     * runModuleAction for the usual page task: loading[key] is up while it runs and a
+     * failure becomes the message in error[key]. quiet: leave loading[key] down (a
+     * refresh in place, without skeletons).
+     */
+    runTrackedAction(key, action, data, { quiet = false, ...options } = {}) {
+      this.loading[key] = !quiet;
+      this.error[key] = "";
+      return this.runModuleAction(action, data, {
+        onSettled: () => {
+          this.loading[key] = false;
+        },
+        onFailure: (message) => {
+          this.error[key] = message;
+        },
+        ...options,
+      });
     },
     /**
      * A message for an aborted task: the last line of its stderr, which the module's
@@ -139,6 +182,16 @@ export default {
         }
       }
       return { byField, general };
+    },
+    /**
+     * Validation errors as a form's error object: every field of `fields` (empty when
+     * fine) plus `general`, the messages that belong to no field.
+     */
+    fieldErrors(errors, fields) {
+      const mapped = this.mapValidationErrors(errors, fields);
+      return Object.assign(emptyFieldErrors(fields), mapped.byField, {
+        general: mapped.general,
+      });
     },
     validationMessage(item) {
       // "(root)_required": vue-i18n key paths cannot hold parentheses
