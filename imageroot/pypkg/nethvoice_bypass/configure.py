@@ -4,20 +4,15 @@ Order of apply: proxy routes first (each is undone if a later step fails), then 
 FreePBX changes in one database transaction, then one `fwconsole reload`.
 """
 
-import datetime
 
 from . import bypass, freepbx
 from .cluster import read_cluster
 from .forwards import select_instance
 from .step import Failure, ValidationFailed, log, set_progress
-from .store import Store
+from .store import Store, now
 
 DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
 ROUTE_OPS = {"add_route", "remove_route"}
-
-
-def now():
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def empty_instance_intent():

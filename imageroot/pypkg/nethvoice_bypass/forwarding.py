@@ -4,7 +4,6 @@ Every action holds the state lock from reading to recording, so concurrent tasks
 and event handlers see each other's results.
 """
 
-import datetime
 from concurrent.futures import ThreadPoolExecutor
 
 from . import conntrack, forwards
@@ -21,13 +20,9 @@ from .model import (
     forward_id,
 )
 from .step import Failure, ValidationFailed, log, set_progress, validation_error
-from .store import Store
+from .store import Store, now
 
 FORWARD_FIELDS = ("instance", "protocol", "family", "port", "source", "allow_any_source", "description")
-
-
-def now():
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 # --- input -------------------------------------------------------------------------
@@ -98,7 +93,7 @@ def observe(fw, zones):
     return {zone: {config: fw.rich_rules(zone, config) for config in CONFIGS} for zone in sorted(zones)}
 
 
-def trunks_via_proxy(cluster, instance, protocol):
+def trunks_via_proxy(instance, protocol):
     from .freepbx import read_trunks, transport_protocol
 
     try:
@@ -225,7 +220,7 @@ def add_port_forward(data):
             if not entry["rule"]:
                 entry["rule"] = desired.to_rich_rule()
             changes += forwards.plan_forward(entry, desired, observed)
-            via_proxy = trunks_via_proxy(cluster, entry["instance"], entry["protocol"]) \
+            via_proxy = trunks_via_proxy(entry["instance"], entry["protocol"]) \
                 if entry["source"] is None else []
             warnings += forwards.forward_warnings(desired, lan_rules, cluster.proxy, via_proxy,
                                                   [r for r in ours if r])

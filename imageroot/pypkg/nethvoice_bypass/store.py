@@ -15,6 +15,10 @@ AUDIT_FILE = "audit.jsonl"
 LOCK_FILE = "bypass.lock"
 
 
+def now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 def empty_intent():
     return {"version": 1, "forwards": {}}
 
@@ -55,7 +59,7 @@ class Store:
 
     def audit(self, action, changes, before, after, **extra):
         record = {
-            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "time": now(),
             "task": os.environ.get("AGENT_TASK_ID", ""),
             "user": os.environ.get("AGENT_TASK_USER", ""),
             "action": action,
