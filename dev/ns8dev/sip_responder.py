@@ -133,36 +133,55 @@ async def read_message(reader):
     return head + (await reader.readexactly(length) if length else b"")
 
 
-async def serve(responder, listeners, hosts=("::",), shared=False):
+async def listen(responder, host, proto, port, sock):
     loop = asyncio.get_running_loop()
+    if proto == "udp":
+        await loop.create_datagram_endpoint(lambda: UdpProtocol(responder, port), sock=sock)
+        return
+
+    async def on_client(reader, writer):
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                reply = responder.handle(await read_message(reader), "tcp", peer, port)
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    await asyncio.start_server(on_client, sock=sock)
+
+
+async def take_over_when_free(responder, host, proto, port):
+    """A shared address taken by another sandbox's identical stand-in: answer there
+    as soon as that one stops, so this sandbox never loses it."""
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            sock = dual_stack_socket(kind, host, port)
+        except OSError:
+            continue
+        await listen(responder, host, proto, port, sock)
+        print(f"{proto} {host}:{port} taken over", flush=True)
+        return
+
+
+async def serve(responder, listeners, hosts=("::",), shared=False):
+    waiting = []
     for host, (proto, port) in ((h, listener) for h in hosts for listener in listeners):
         try:
             sock = dual_stack_socket(socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM, host, port)
         except OSError as err:
             if not (shared and err.errno == errno.EADDRINUSE):
                 raise
-            # another sandbox's identical stand-in already answers there
-            print(f"{proto} {host}:{port} busy, left to the stand-in already there", flush=True)
+            print(f"{proto} {host}:{port} busy: another sandbox's stand-in answers there for now", flush=True)
+            waiting.append(asyncio.ensure_future(take_over_when_free(responder, host, proto, port)))
             continue
-        if proto == "udp":
-            await loop.create_datagram_endpoint(lambda p=port: UdpProtocol(responder, p),
-                                                sock=sock)
-        else:
-            async def on_client(reader, writer, p=port):
-                peer = writer.get_extra_info("peername")
-                try:
-                    while True:
-                        reply = responder.handle(await read_message(reader), "tcp", peer, p)
-                        if reply:
-                            writer.write(reply)
-                            await writer.drain()
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                        ConnectionError):
-                    pass
-                finally:
-                    writer.close()
-
-            await asyncio.start_server(on_client, sock=sock)
+        await listen(responder, host, proto, port, sock)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
