@@ -48,6 +48,10 @@ export default {
       }
       return fallback;
     },
+    /** $t of each key after a common prefix: the labels of a table's columns. */
+    tAll(prefix, keys) {
+      return keys.map((key) => this.$t(prefix + key));
+    },
     listText(values) {
       if (!values || !values.length) {
         return "-";
