@@ -572,10 +572,8 @@
     loadedApp = null;
   }
 
-  document.getElementById("login-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const username = document.getElementById("login-username").value;
-    const password = document.getElementById("login-password").value;
+  /** Log in and open the app, or back to the login form with the reason. */
+  async function loginAndStart(username, password) {
     try {
       await login(username, password);
     } catch (err) {
@@ -583,6 +581,14 @@
       return;
     }
     await start();
+  }
+
+  document.getElementById("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await loginAndStart(
+      document.getElementById("login-username").value,
+      document.getElementById("login-password").value
+    );
   });
 
   document.getElementById("shell-logout").addEventListener("click", async () => {
@@ -615,13 +621,7 @@
       query.delete("password");
       const rest = query.toString();
       window.history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
-      try {
-        await login(username, password);
-      } catch (err) {
-        showLogin(translate("login.failed", { message: err.message }));
-        return;
-      }
-      await start();
+      await loginAndStart(username, password);
       return;
     }
     if (await tokenIsValid()) {
