@@ -122,19 +122,45 @@ export default {
       return eventId;
     },
     /**
-     * runModuleAction for the usual page task: loading[key] is up while it runs and a
-     * failure becomes the message in error[key]. quiet: leave loading[key] down (a
-     * refresh in place, without skeletons).
+     * runModuleAction with loading[key] up while the task runs. quiet: leave it down
+     * (a refresh in place, without skeletons).
      */
-    runTrackedAction(key, action, data, { quiet = false, ...options } = {}) {
+    runWithLoading(key, action, data, { quiet = false, ...options } = {}) {
       this.loading[key] = !quiet;
-      this.error[key] = "";
       return this.runModuleAction(action, data, {
+        ...options,
         onSettled: () => {
           this.loading[key] = false;
+          if (options.onSettled) {
+            options.onSettled();
+          }
         },
+      });
+    },
+    /**
+     * runWithLoading for the usual page task, whose failure becomes the message in
+     * error[key].
+     */
+    runTrackedAction(key, action, data, options = {}) {
+      this.error[key] = "";
+      return this.runWithLoading(key, action, data, {
         onFailure: (message) => {
           this.error[key] = message;
+        },
+        ...options,
+      });
+    },
+    /**
+     * runModuleAction for the change a modal applies: loading.apply is up while it runs,
+     * applyProgress (page data, for ApplyProgress) follows the task, and the task shows
+     * in the notification drawer.
+     */
+    runApplyAction(action, data, options = {}) {
+      this.applyProgress = 0;
+      return this.runWithLoading("apply", action, data, {
+        hidden: false,
+        onProgress: (progress) => {
+          this.applyProgress = progress || 0;
         },
         ...options,
       });
