@@ -10,6 +10,8 @@ SYSTEM_PYTHON := /usr/bin/python3
 DEB_PACKAGES := python3-venv firewalld nftables python3-dbus python3-firewall dbus iproute2 \
 	redis-server mariadb-server conntrack sip-tester sipsak buildah chromium
 PYTEST_ARGS ?=
+# Carbon packages ship a telemetry reporter; never let it start (ui/.npmrc also skips install scripts)
+export IBM_TELEMETRY_DISABLED := true
 
 UI_SOURCES := $(shell find ui/src ui/public -type f) ui/package.json ui/package-lock.json \
 	ui/vue.config.js ui/babel.config.js ui/.npmrc
