@@ -514,7 +514,7 @@ def test_cli_up_then_stop_from_another_process(tmp_path):
             up.kill()
     printed = out.read_text()
     assert "Sandbox node up" in printed
-    assert f"cluster UI   {state['api_url']}/   user admin password Nethesis,1234" in printed
+    assert f"cluster UI   {state['api_url']}/#/apps/nethvoice-bypass1   user admin password Nethesis,1234" in printed
     assert_nothing_left(state, root_tables)
 
 
