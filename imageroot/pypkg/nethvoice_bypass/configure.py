@@ -4,7 +4,6 @@ Order of apply: proxy routes first (each is undone if a later step fails), then 
 FreePBX changes in one database transaction, then one `fwconsole reload`.
 """
 
-
 from . import bypass, freepbx
 from .cluster import read_cluster
 from .forwards import select_instance
@@ -12,7 +11,6 @@ from .step import Failure, ValidationFailed, log, set_progress
 from .store import Store, now
 
 DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
-ROUTE_OPS = {"add_route", "remove_route"}
 
 
 def empty_instance_intent():
