@@ -11,13 +11,11 @@ task, wait for its status), e.g. cluster_api.run_task("module/nethvoice-proxy1",
 "list-routes", {}, token=cluster_api.login()).
 """
 
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 import pytest
+from ns8dev import httpjson
 from ns8dev.sandbox import Sandbox
 
 
@@ -30,21 +28,7 @@ class ClusterApi:
 
     def call(self, method, path, data=None, token=None):
         """(HTTP status, JSON body) of one request; errors are returned, not raised."""
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        payload = None if data is None else json.dumps(data).encode()
-        req = urllib.request.Request(self.url + path, method=method, data=payload,
-                                     headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, text = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, text = err.code, err.read()
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text.decode(errors="replace")
+        return httpjson.request(self.url + path, method, data, token)
 
     def login(self, username=None, password=None):
         """A token for username (default: the sandbox's UI admin); fails the test otherwise."""

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from ns8dev import httpjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "dev/proxy-standin"))
@@ -44,20 +45,7 @@ def cluster(tmp_path_factory):
 
 
 def call(cluster, method, path, data=None, token=None, raw=None, headers=None):
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    if token:
-        hdrs["Authorization"] = f"Bearer {token}"
-    payload = raw if raw is not None else None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(cluster.api_endpoint + path, method=method, data=payload, headers=hdrs)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            status, text = resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        status, text = err.code, err.read()
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text.decode()
+    return httpjson.request(cluster.api_endpoint + path, method, data, token, raw, headers)
 
 
 def login(cluster, user, password):
