@@ -78,3 +78,16 @@ def test_verify_bypass_refuses_bad_targets(actions):
     errors = actions.run("verify-bypass", {"targets": [{"address": "not-an-ip"}]}, expect=10)
     assert errors == [{"field": "targets.0.address", "parameter": "targets", "value": "not-an-ip",
                        "error": "targets_format"}]
+
+
+def test_orphaned_rule_is_reported_until_adopted(actions, sandbox, clean_forwards):
+    rule = ('rule priority="-10" family="ipv4" source address="198.51.100.9" forward-port port="5060" '
+            'protocol="udp" to-port="20040"')
+    for args in ((), ("--permanent",)):
+        sandbox.firewalld.firewall_cmd(*args, f"--add-rich-rule={rule}")
+    status = actions.run("get-status")["bypass"]
+    assert status["orphaned_rules"] == [rule] and "forward_orphaned" in check_ids(actions.run("get-status"))
+    adopted = actions.run("add-port-forward", {"source": "198.51.100.9"})
+    assert adopted["plan"] == [] and adopted["forward"]["state"] == "in_sync"
+    status = actions.run("get-status")["bypass"]
+    assert status["orphaned_rules"] == [] and "forward_orphaned" not in check_ids(actions.run("get-status"))

@@ -78,6 +78,8 @@ def change(path, value):
     (change(["trunks", "nethvoice1", 0, "transport"], "0.0.0.0-tls"), "trunk_tls_5061"),
     (change(["proxy", "sip_ports"], {"udp": 5062, "tcp": 5062}), "proxy_port_not_5060"),
     (change(["domain_aliases", "nethvoice1", 0, "present"], False), "domain_alias_missing"),
+    (dict(healthy(), orphaned_rules=[forward()["rule"].replace("198.51.100.7", "198.51.100.9")]),
+     "forward_orphaned"),
 ])
 def test_each_check_appears_with_its_cause(snapshot, expected):
     assert expected in ids(snapshot)

@@ -61,6 +61,11 @@ def forward_checks(snapshot):
                                    f"forward {fwd['id']} has no source while trunks still use the proxy on "
                                    f"{fwd['protocol'].upper()}: {', '.join(trunks)}",
                                    "give the forward the source address of the device that needs it", subject))
+    for rule in snapshot.get("orphaned_rules", []):
+        out.append(finding("forward_orphaned", WARNING,
+                           f"firewalld has a bypass-style forward the module does not manage: {rule}",
+                           "adopt it with add-port-forward for the same source and protocol, or remove it "
+                           "with firewall-cmd (runtime and --permanent)", rule))
     return out
 
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import checks, forwards
 from .forwarding import describe, read_world
 from .forwards import PERMANENT, RUNTIME, target_port
+from .model import BYPASS_PRIORITY, parse_rich_rule
 from .step import Failure, log
 from .store import Store
 
@@ -91,6 +92,14 @@ def routes_view(cluster, intent):
                 for d, a in sorted(aliases.items())] for i, aliases in wanted.items()}
 
 
+def orphaned_rules(zone_rules, intent):
+    """Rules shaped like ours (our priority, forward-port) that the intent does not
+    hold: left by a restore without the state, an older install or a hand edit."""
+    ours = {e["rule"] for e in intent["forwards"].values()}
+    return sorted(text for text in zone_rules - ours
+                  if (rule := parse_rich_rule(text)) and rule.priority == BYPASS_PRIORITY)
+
+
 def bypass_view(intent, cluster, zone, observed, props, sites):
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
     trunks, nat = {}, {}
@@ -111,6 +120,7 @@ def bypass_view(intent, cluster, zone, observed, props, sites):
         "proxy": proxy_view(cluster, zone_rules),
         "forwards": [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(),
                                                                     key=lambda e: e["id"])],
+        "orphaned_rules": orphaned_rules(zone_rules, intent),
         "trunks": trunks,
         "nat": nat,
         "domain_aliases": routes_view(cluster, intent),
@@ -143,6 +153,7 @@ def get_status(_data=None):
         "instances": instances,
         "proxy": snapshot["proxy"],
         "forwards": snapshot["forwards"],
+        "orphaned_rules": snapshot["orphaned_rules"],
         "trunks": snapshot["trunks"],
         "nat": snapshot["nat"],
         "domain_aliases": snapshot["domain_aliases"],
