@@ -34,7 +34,7 @@ def forward_checks(snapshot):
         state = fwd["state"]
         if state == "stale_target":
             out.append(finding("forward_stale_target", ERROR,
-                               f"forward {fwd['id']} points at port {fwd['rule'].split('to-port=')[-1].strip(chr(34))}"
+                               f"forward {fwd['id']} points at port {parse_rich_rule(fwd['rule']).to_port}"
                                f" but {fwd['instance']} now uses {fwd['target_port']}",
                                "run reconcile-bypass (it also runs on NethVoice and proxy events)", subject))
         elif state == "instance_missing":

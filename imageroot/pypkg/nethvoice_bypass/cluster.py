@@ -5,6 +5,7 @@ way every NS8 agent reads cluster state; this module never writes other modules'
 keys.
 """
 
+import functools
 import os
 
 from .step import Failure
@@ -34,20 +35,18 @@ def image_name(image_url):
 class ClusterView:
     """What this node runs, read in two pipelined round trips."""
 
-    def __init__(self, node_id, modules, proxy_id, proxy_srv):
+    def __init__(self, node_id, modules, proxy_id, proxy_srv, cluster_network=None):
         self.node_id = node_id
         self.modules = modules          # module id -> environment dict, this node only
         self.proxy_id = proxy_id
         self.proxy_srv = proxy_srv      # {"udp": {...}, "tcp": {...}}
-        self.cluster_network = None
+        self.cluster_network = cluster_network
 
-    def instances(self, image):
-        return {mid: env for mid, env in sorted(self.modules.items())
-                if image_name(env.get("IMAGE_URL")) == image}
-
-    @property
+    @functools.cached_property
     def nethvoice(self):
-        return self.instances(NETHVOICE_IMAGE)
+        """NethVoice instances on this node, by module id."""
+        return {mid: env for mid, env in sorted(self.modules.items())
+                if image_name(env.get("IMAGE_URL")) == NETHVOICE_IMAGE}
 
     @property
     def proxy(self):
@@ -76,6 +75,4 @@ def read_cluster(rdb=None, node_id=None):
         if type(err).__module__.startswith("redis"):
             raise Failure(f"cannot read the cluster Redis at {redis_address()}: {err}") from err
         raise
-    view = ClusterView(node_id, dict(zip(local, envs, strict=True)), proxy_id, srv)
-    view.cluster_network = network
-    return view
+    return ClusterView(node_id, dict(zip(local, envs, strict=True)), proxy_id, srv, network)

@@ -22,11 +22,7 @@ def proxy_task(cluster, action, data):
 
     if not cluster.proxy_id:
         raise Failure("this node has no nethvoice-proxy: domain aliases need one")
-    result = run_task(f"module/{cluster.proxy_id}", action, data)
-    if result["exit_code"] != 0:
-        raise Failure(f"{cluster.proxy_id} {action} failed ({result['exit_code']}): "
-                      f"{(result.get('error') or '').strip()[-300:]}")
-    return result["output"]
+    return run_task(cluster.proxy_id, action, data, check=True)["output"]
 
 
 def read_routes(cluster):

@@ -7,6 +7,7 @@ ALREADY_ENABLED / NOT_ENABLED mean the change is already there: success.
 
 import dbus
 
+from .forwards import PERMANENT, RUNTIME
 from .step import Failure
 
 BUS_NAME = "org.fedoraproject.FirewallD1"
@@ -18,8 +19,6 @@ IFACE_CONFIG = "org.fedoraproject.FirewallD1.config"
 IFACE_CONFIG_ZONE = "org.fedoraproject.FirewallD1.config.zone"
 FIREWALLD_ERROR = "org.fedoraproject.FirewallD1.Exception"
 
-RUNTIME = "runtime"
-PERMANENT = "permanent"
 IDEMPOTENT = {"ALREADY_ENABLED", "NOT_ENABLED"}
 
 # firewalld error codes caused by the rule's content rather than by the system
@@ -68,14 +67,6 @@ class Firewalld:
                 code, _, detail = (err.get_dbus_message() or "").partition(":")
                 raise FirewalldError(code.strip(), detail.strip(), operation) from err
             raise Failure(f"firewalld D-Bus call {method} failed: {err}") from err
-
-    def state(self):
-        return str(self._call(PATH, dbus.PROPERTIES_IFACE, "Get", IFACE, "state",
-                              operation="read its state"))
-
-    def version(self):
-        return str(self._call(PATH, dbus.PROPERTIES_IFACE, "Get", IFACE, "version",
-                              operation="read its version"))
 
     def config_properties(self):
         """firewalld.conf as firewalld sees it (e.g. StrictForwardPorts on 2.3+)."""

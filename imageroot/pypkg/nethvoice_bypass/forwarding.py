@@ -104,6 +104,10 @@ def trunks_via_proxy(instance, protocol):
     return [t for t in trunks if t.get("outbound_proxy") and transport_protocol(t) == protocol]
 
 
+def describe_all(intent, cluster, observed):
+    return [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(), key=lambda e: e["id"])]
+
+
 def describe(entry, cluster, observed):
     desired = forwards.desired_rule(entry, cluster)
     return {
@@ -276,19 +280,16 @@ def remove_port_forward(data):
 
 
 def list_port_forwards(_data=None):
-    store = Store()
-    with store.locked():
-        intent = store.load()
-        cluster, fw, zone, observed = read_world(intent)
+    intent = Store().load()  # read-only: no lock, the intent file is replaced atomically
+    cluster, _fw, zone, observed = read_world(intent)
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
+    proxy = [r.to_rich_rule() for r in forwards.proxy_rules(zone_rules)]
     ours = {e["rule"] for e in intent["forwards"].values()}
     return {
         "zone": zone,
-        "forwards": [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(),
-                                                                    key=lambda e: e["id"])],
-        "proxy_rules": [r.to_rich_rule() for r in forwards.proxy_rules(zone_rules)],
-        "other_rules": sorted(r for r in zone_rules if r not in ours and "forward-port" in r
-                              and not any(r == p.to_rich_rule() for p in forwards.proxy_rules({r}))),
+        "forwards": describe_all(intent, cluster, observed),
+        "proxy_rules": proxy,
+        "other_rules": sorted(r for r in zone_rules - ours - set(proxy) if "forward-port" in r),
     }
 
 

@@ -4,6 +4,7 @@ NethVoice ships a `mysql` wrapper in its bin/ that reaches its MariaDB container
 as root, `runagent -m <id>` runs it in the instance's context. One call per read.
 """
 
+import ipaddress
 import json
 import subprocess
 
@@ -60,8 +61,6 @@ def read_site(instance):
 
 def parse_localnets(value):
     """FreePBX's stored localnets -> ["192.0.2.0/24", ...] (dotted masks accepted)."""
-    import ipaddress
-
     try:
         items = json.loads(value) if value else []
     except json.JSONDecodeError:
@@ -78,8 +77,6 @@ def parse_localnets(value):
 
 
 def format_localnets(networks):
-    import ipaddress
-
     items = []
     for network in networks:
         net = ipaddress.ip_network(network)

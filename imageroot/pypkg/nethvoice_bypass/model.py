@@ -104,13 +104,6 @@ class ForwardRule:
     def __str__(self):
         return self.to_rich_rule()
 
-    def captures(self, address):
-        """Whether traffic from `address` (an IP) matches this rule's source."""
-        ip = ipaddress.ip_address(address)
-        if (ip.version == 6) != (self.family == "ipv6"):
-            return False
-        return self.source is None or ip in ipaddress.ip_network(self.source)
-
     def overlaps(self, other):
         """Both rules can match the same packet (same family, protocol, port, and sources
         that intersect)."""

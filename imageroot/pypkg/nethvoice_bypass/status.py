@@ -12,7 +12,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from . import checks, forwards
-from .forwarding import describe, read_world
+from .forwarding import describe_all, read_world
 from .forwards import PERMANENT, RUNTIME, target_port
 from .model import BYPASS_PRIORITY, parse_rich_rule
 from .step import Failure, log
@@ -118,8 +118,7 @@ def bypass_view(intent, cluster, zone, observed, props, sites):
         "zone": zone,
         "instances": cluster.nethvoice,
         "proxy": proxy_view(cluster, zone_rules),
-        "forwards": [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(),
-                                                                    key=lambda e: e["id"])],
+        "forwards": describe_all(intent, cluster, observed),
         "orphaned_rules": orphaned_rules(zone_rules, intent),
         "trunks": trunks,
         "nat": nat,

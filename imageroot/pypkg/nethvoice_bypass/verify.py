@@ -16,6 +16,7 @@ from . import sipprobe
 from .cluster import read_cluster
 from .firewalld import Firewalld
 from .forwards import select_instance, target_port
+from .model import parse_rich_rule
 from .step import Failure, ValidationFailed, log, validation_error
 from .store import Store
 
@@ -124,8 +125,7 @@ def verify_bypass(data):
         generated = None
     nft = []
     for fwd in forwards:
-        rule_port = int(fwd["rule"].rsplit('to-port="', 1)[-1].rstrip('"'))
-        key = (fwd["family"], fwd.get("source"), fwd["protocol"], fwd["port"], rule_port)
+        key = (fwd["family"], fwd.get("source"), fwd["protocol"], fwd["port"], parse_rich_rule(fwd["rule"]).to_port)
         nft.append({"forward": fwd["id"], "present": None if generated is None else key in generated})
     node_ip = (cluster.proxy or {}).get("PRIVATE_IP") or (cluster.proxy or {}).get("PUBLIC_IP") or "<node address>"
     notes = [
