@@ -629,12 +629,7 @@ class Agent:
 
     def _decode_task(self, raw):
         try:
-            task = json.loads(raw)
-            if not isinstance(task, dict):
-                raise ValueError("cannot unmarshal into Go value of type models.Task")
-            for key in ("id", "action", "queue", "user", "parent"):
-                if task.get(key) is not None and not isinstance(task[key], str):
-                    raise ValueError(f"cannot unmarshal into Go struct field Task.{key}")
+            task = validation.task_from_json(raw)
         except ValueError as err:
             self._log(f"{SD_ERR}Task ignored for decoding error: {err}")
             return None

@@ -45,7 +45,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ns8dev.validation import go_json
+from ns8dev.validation import go_json, task_from_json
 
 DEV = Path(__file__).resolve().parents[1]
 DEFAULT_STATIC = DEV / "cluster-admin"
@@ -344,12 +344,7 @@ class ApiServer:
         agent = self.entity(request)
         raw = await request.read()
         try:  # the Authorizator binds the body into models.Task first
-            req = json.loads(raw)
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-            for key in ("id", "action", "queue", "user", "parent"):
-                if req.get(key) is not None and not isinstance(req[key], str):
-                    raise ValueError(f"cannot unmarshal into Task.{key}")
+            req = task_from_json(raw)
         except ValueError as err:
             log(f"[AUTH] error unmarshalling task obj: {err}")
             return self.unauthorized(403, MSG_FORBIDDEN)

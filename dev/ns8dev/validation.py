@@ -551,3 +551,15 @@ def validate(schema_path, instance, definitions_path=None):
     return [ResultError(e.validator if isinstance(e.validator, str) else "invalid",
                         (ROOT, *map(str, e.absolute_path)), e.instance)
             for e in validator.iter_errors(instance)]
+
+
+def task_from_json(raw):
+    """A task object as Go's json.Unmarshal into models.Task accepts it (agent and
+    api-server both bind it so): an object whose string fields are strings."""
+    task = json.loads(raw)
+    if not isinstance(task, dict):
+        raise ValueError("cannot unmarshal into Go value of type models.Task")
+    for key in ("id", "action", "queue", "user", "parent"):
+        if task.get(key) is not None and not isinstance(task[key], str):
+            raise ValueError(f"cannot unmarshal into Go struct field Task.{key}")
+    return task
