@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 # (python3-dbus comes from Debian); ours is built the same way.
 SYSTEM_PYTHON := /usr/bin/python3
 DEB_PACKAGES := python3-venv firewalld nftables python3-dbus python3-firewall dbus iproute2 \
-	redis-server mariadb-server conntrack sip-tester sipsak buildah chromium
+	redis-server mariadb-server conntrack sip-tester sipsak buildah chromium \
+	golang-go golang-github-xeipuuv-gojsonschema-dev
 PYTEST_ARGS ?=
 # Carbon packages ship a telemetry reporter; never let it start (ui/.npmrc also skips install scripts)
 export IBM_TELEMETRY_DISABLED := true
@@ -16,7 +17,7 @@ export IBM_TELEMETRY_DISABLED := true
 UI_SOURCES := $(shell find ui/src ui/public -type f) ui/package.json ui/package-lock.json \
 	ui/vue.config.js ui/babel.config.js ui/.npmrc
 
-.PHONY: deps deb-deps venv ui test test-unit lint sandbox sandbox-stop image bench clean
+.PHONY: deps deb-deps venv validator ui test test-unit lint sandbox sandbox-stop image bench clean
 
 deps: deb-deps venv
 
@@ -29,6 +30,13 @@ $(VENV)/.installed: requirements-agent.txt requirements-test.txt
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
+
+# The NS8 agent's validator: gojsonschema v1.2.0 from Debian, built offline.
+VALIDATOR := dev/validator/ns8-validate
+validator: $(VALIDATOR)
+
+$(VALIDATOR): dev/validator/main.go | deb-deps
+	cd dev/validator && GOPATH=/usr/share/gocode GO111MODULE=off go build -o ns8-validate .
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -45,13 +53,13 @@ ui/dist/index.html: ui/node_modules/.installed $(UI_SOURCES)
 	cd ui && npm run build
 	touch $@
 
-test: deps lint ui
+test: deps validator lint ui
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: venv
+test-unit: venv validator
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-sandbox: deps ui
+sandbox: deps validator ui
 	$(PY) dev/sandbox up
 
 sandbox-stop: venv
@@ -61,9 +69,9 @@ image: ui
 	./build-images.sh
 
 # Side by side with the manual firewall-cmd procedure, and get-status's cost.
-bench: deps
+bench: deps validator
 	$(PY) bench/port_forwards.py
 	$(PY) bench/get_status.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) $(VALIDATOR) .pytest_cache .ruff_cache tests/artifacts

@@ -336,36 +336,25 @@ class Agent:
             exit_code, proc.status = EXIT_NOT_DEFINED, "aborted"
             self._log(f"{SD_ERR}Action {action} is not defined")
 
-        definitions = Path(self.env.get("AGENT_INSTALL_DIR", self.install_dir),
-                           "validator-definitions.json")
+        install_dir = self.env.get("AGENT_INSTALL_DIR", str(self.install_dir))
         for index, step in enumerate(proc.steps):
             last_step = step.name
             environment = self._read_environment()  # re-read before every step
 
             if step.name in (STEP_VALIDATE_INPUT, STEP_VALIDATE_OUTPUT):
                 is_input = step.name == STEP_VALIDATE_INPUT
-                kind = "input" if is_input else "output"
-                try:
-                    document = data if is_input else json.loads(output.decode(errors="replace"))
-                    errors = validation.validate(step.path, document, definitions)
-                except (ValueError, validation.SchemaFault) as err:
-                    agent_error(f"JSON Schema {kind} validation aborted at step {step.path}: "
-                                f"{err}\n")
-                    self._log(f"{SD_ERR}JSON Schema {kind} validation aborted at step "
-                              f"{step.path}: {err}")
-                    proc.status, exit_code = "aborted", 1
-                    break
-                if errors:
-                    agent_error(f"Validation errors: {validation.errors_to_text(errors)}\n")
-                    if is_input:
-                        output.extend(validation.errors_to_json(errors).encode())
-                        proc.status, exit_code = "validation-failed", EXIT_VALIDATION_FAILED
-                    else:
-                        proc.status, exit_code = "aborted", 1
-                    self._log(f"{SD_ERR}Action {action} {proc.status} at step {step.path}: "
-                              f"{validation.errors_to_text(errors)}")
-                    break
-                continue
+                document = validation.go_json(data).encode() if is_input else bytes(output)
+                verdict = validation.validate("input" if is_input else "output", step.path, document,
+                                              install_dir)
+                if verdict.exit_code == 0:
+                    continue
+                agent_error(verdict.error)
+                output.extend(verdict.output.encode())
+                exit_code = verdict.exit_code
+                proc.status = "validation-failed" if exit_code == EXIT_VALIDATION_FAILED else "aborted"
+                self._log(f"{SD_ERR}Action {action} {proc.status} at step {step.path}: "
+                          f"{verdict.error.strip()}")
+                break
 
             if proc.status == "pending":
                 proc.status = "running"
