@@ -4,6 +4,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# The el9 node profile's agent venv: no system site packages, so no dbus-python.
+VENV_EL9 := .venv-el9
+PROFILE ?= debian12
 # The NS8 agent venv is built from the distro python with system site packages
 # (python3-dbus comes from Debian); ours is built the same way.
 SYSTEM_PYTHON := /usr/bin/python3
@@ -24,11 +27,16 @@ deps: deb-deps venv
 deb-deps:
 	@./dev/install-deb-packages $(DEB_PACKAGES)
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV_EL9)/.installed
 
 $(VENV)/.installed: requirements-agent.txt requirements-test.txt
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+$(VENV_EL9)/.installed: requirements-agent.txt
+	$(SYSTEM_PYTHON) -m venv $(VENV_EL9)
+	$(VENV_EL9)/bin/python -m pip install -q -r requirements-agent.txt
 	touch $@
 
 # The NS8 agent's validator: gojsonschema v1.2.0 from Debian, built offline.
@@ -53,14 +61,17 @@ ui/dist/index.html: ui/node_modules/.installed $(UI_SOURCES)
 	cd ui && npm run build
 	touch $@
 
+# Everything on the debian12 node profile, then what touches firewalld, the status and
+# the actions end to end again on the el9 profile (no dbus-python in the agent venv).
 test: deps validator lint ui
 	$(PY) -m pytest $(PYTEST_ARGS)
+	NODE_PROFILE=el9 $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test-unit: venv validator
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 sandbox: deps validator ui
-	$(PY) dev/sandbox up
+	$(PY) dev/sandbox up --profile $(PROFILE)
 
 sandbox-stop: venv
 	$(PY) dev/sandbox stop
@@ -74,4 +85,4 @@ bench: deps validator
 	$(PY) bench/get_status.py
 
 clean:
-	rm -rf $(VENV) $(VALIDATOR) .pytest_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) $(VENV_EL9) $(VALIDATOR) .pytest_cache .ruff_cache tests/artifacts

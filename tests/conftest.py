@@ -16,7 +16,14 @@ import time
 
 import pytest
 from ns8dev import httpjson
-from ns8dev.sandbox import Sandbox
+from ns8dev.sandbox import DEFAULT_PROFILE, Sandbox
+
+# The node profile the sandbox runs the module on (ns8dev.sandbox.PROFILES).
+PROFILE = os.environ.get("NODE_PROFILE", DEFAULT_PROFILE)
+
+
+def pytest_report_header(config):
+    return f"sandbox node profile: {PROFILE}"
 
 
 class ClusterApi:
@@ -61,7 +68,7 @@ def sandbox(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("the sandbox node needs root (network namespaces, firewalld, nftables): "
                     "run the integration tests as root, e.g. `sudo make test`", pytrace=False)
-    sb = Sandbox(tmp_path_factory.mktemp("sandbox") / "node")
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox") / "node", profile=PROFILE)
     sb.up()
     yield sb
     sb.down()

@@ -81,6 +81,13 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "Nethesis,1234"  # the cluster-admin UI us
 # instead of http://cluster-leader:9311 (nethvoice_bypass.clusterapi.ENDPOINT_ENV).
 API_ENDPOINT_ENV = "NETHVOICE_BYPASS_API_ENDPOINT"
 BLOCKING_POPS = ("brpop", "blpop", "blmove", "brpoplpush")
+# Node profiles: the agent venv the module's steps run in (first on the node's PATH).
+# debian12: built from the system Python with system site packages, so Debian's
+# python3-dbus is importable, as on Debian 12/13 nodes. el9: the same Python without
+# them, so `import dbus` fails in the venv as on EL9 (venv Python 3.11, dbus-python
+# built for 3.9 only), while /usr/bin/python3 keeps python3-dbus.
+PROFILES = {"debian12": REPO / ".venv", "el9": REPO / ".venv-el9"}
+DEFAULT_PROFILE = "debian12"
 
 _counter = iter(range(1, 1_000_000))
 
@@ -318,7 +325,12 @@ class Sandbox:
     runagent(), sql(), redis_client(), agent_env().
     """
 
-    def __init__(self, root, start_agent=True, foreground=False):
+    def __init__(self, root, start_agent=True, foreground=False, profile=DEFAULT_PROFILE):
+        if profile not in PROFILES:
+            raise ValueError(f"unknown node profile {profile!r}: one of {', '.join(PROFILES)}")
+        if not (PROFILES[profile] / "bin/python3").exists():
+            raise RuntimeError(f"the {profile} profile's venv {PROFILES[profile]} is missing: run `make venv`")
+        self.profile = profile
         self.root = Path(root).resolve()
         self.start_agent = start_agent
         # A foreground owner (`dev/sandbox up`) is asked to stop by `dev/sandbox stop`,
@@ -402,6 +414,7 @@ class Sandbox:
         self.state = {
             "root": str(self.root),
             "repo": str(REPO),
+            "profile": self.profile,
             "module_id": MODULE_ID,
             "agent_id": AGENT_ID,
             "install_dir": str(self.install_dir),
@@ -660,7 +673,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
         """What the cluster side needs, then the proxy stand-in's agent and the
         api-server, started here (they need only Redis) so that their start-up overlaps
         MariaDB's; _services() waits for them."""
-        node_path = f"{REPO / '.venv/bin'}:{DEV / 'bin'}:{self._node_tools()}:{SYSTEM_PATH}"
+        node_path = f"{PROFILES[self.profile] / 'bin'}:{DEV / 'bin'}:{self._node_tools()}:{SYSTEM_PATH}"
         self.api_url = self.state["api_url"] = f"http://127.0.0.1:{free_port()}"
         self._save()
         # /etc/nethserver/agent.env of the node

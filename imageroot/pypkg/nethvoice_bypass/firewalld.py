@@ -1,25 +1,23 @@
 """firewalld over D-Bus: rich rules in runtime and permanent configuration.
 
-Both configurations are changed together, with no reload and no
-runtime-to-permanent (which would also save other tools' runtime-only state).
-ALREADY_ENABLED / NOT_ENABLED mean the change is already there: success.
+The D-Bus calls themselves are in fwbus.py. They run in this process when the
+agent's venv can import dbus-python (Debian), else in a helper run by the platform
+Python that firewalld itself uses, which always has it (EL9). Both ways raise the
+same errors here.
 """
 
-import dbus
+import functools
+import json
+import os
+import subprocess
+import threading
 
-from .forwards import PERMANENT, RUNTIME
+from . import fwbus
 from .step import Failure
 
-BUS_NAME = "org.fedoraproject.FirewallD1"
-PATH = "/org/fedoraproject/FirewallD1"
-CONFIG_PATH = "/org/fedoraproject/FirewallD1/config"
-IFACE = "org.fedoraproject.FirewallD1"
-IFACE_ZONE = "org.fedoraproject.FirewallD1.zone"
-IFACE_CONFIG = "org.fedoraproject.FirewallD1.config"
-IFACE_CONFIG_ZONE = "org.fedoraproject.FirewallD1.config.zone"
-FIREWALLD_ERROR = "org.fedoraproject.FirewallD1.Exception"
-
-IDEMPOTENT = {"ALREADY_ENABLED", "NOT_ENABLED"}
+# Where dbus-python always is on a node: firewalld depends on it on every distro.
+PLATFORM_PYTHON_ENV = "NETHVOICE_BYPASS_PLATFORM_PYTHON"
+PLATFORM_PYTHON = "/usr/bin/python3"
 
 # firewalld error codes caused by the rule's content rather than by the system
 INPUT_ERRORS = {"INVALID_ADDR", "INVALID_PORT", "INVALID_PROTOCOL", "INVALID_RULE",
@@ -33,100 +31,104 @@ class FirewalldError(Failure):
         super().__init__(f"firewalld refused to {operation}: {code}" + (f" ({detail})" if detail else ""))
 
 
-def _unreachable(err):
-    name = err.get_dbus_name() or ""
-    if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
-        return Failure("firewalld is not running (no owner of org.fedoraproject.FirewallD1 on the "
-                       "system bus); start it with 'systemctl start firewalld'")
-    if name in ("org.freedesktop.DBus.Error.FileNotFound", "org.freedesktop.DBus.Error.NoServer",
-                "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected"):
-        return Failure(f"cannot reach firewalld on the system D-Bus: {err.get_dbus_message()}")
-    return None
+class _Helper:
+    """fwbus.py served by the platform Python: one JSON line per call. It ends when
+this process does (its stdin closes)."""
+
+    def __init__(self):
+        python = os.environ.get(PLATFORM_PYTHON_ENV) or PLATFORM_PYTHON
+        try:
+            self.proc = subprocess.Popen([python, "-I", fwbus.__file__], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
+        except OSError as err:
+            raise fwbus.BusError("no_dbus", f"dbus-python is not importable by {python} ({err.strerror})") from err
+        self.lock = threading.Lock()
+        first = self._read()
+        if "error" in first:
+            self.close()
+            raise fwbus.BusError(**first["error"])
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise fwbus.BusError("unreachable", f"the D-Bus helper ({self.proc.args[0]}) exited with code "
+                                                f"{self.proc.returncode}")
+        return json.loads(line)
+
+    def call(self, name, *args):
+        with self.lock:
+            try:
+                self.proc.stdin.write(json.dumps({"call": name, "args": list(args)}) + "\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass  # _read says how it ended
+            reply = self._read()
+        if "error" in reply:
+            raise fwbus.BusError(**reply["error"])
+        return reply["result"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+class _InProcess:
+    def __init__(self):
+        self.bus = fwbus.FirewalldBus()
+
+    def call(self, name, *args):
+        return getattr(self.bus, name)(*args)
+
+
+def _failure(err, operation, name):
+    if err.kind == "firewalld":
+        return FirewalldError(err.code, err.detail, operation)
+    if err.kind == "unreachable":
+        return Failure(err.message)
+    if err.kind == "no_dbus":
+        return Failure(f"cannot talk to firewalld: {err.message}, nor by the agent's Python; install "
+                       "python3-dbus (firewalld's own dependency)")
+    return Failure(f"firewalld D-Bus call {name} failed: {err.message}")
+
+
+@functools.cache
+def _backend():
+    """One connection (or helper) per process; a failed connect is not cached."""
+    return _InProcess() if fwbus.dbus is not None else _Helper()
 
 
 class Firewalld:
-    """One connection per action; permanent zone objects are looked up per call because
-    a firewalld reload renumbers their paths."""
-
-    def __init__(self, bus=None):
+    def __init__(self):
         try:
-            # BUS_SYSTEM honours DBUS_SYSTEM_BUS_ADDRESS, the system bus otherwise
-            self.bus = bus or dbus.bus.BusConnection(dbus.bus.BUS_SYSTEM)
-        except dbus.exceptions.DBusException as err:
-            raise _unreachable(err) or Failure(f"cannot connect to the system D-Bus: {err}") from err
+            self.backend = _backend()
+        except fwbus.BusError as err:
+            raise _failure(err, "connect", "connect") from err
 
-    def _call(self, path, interface, method, *args, operation):
+    def _do(self, operation, name, *args):
         try:
-            proxy = self.bus.get_object(BUS_NAME, path, introspect=False)
-            return getattr(proxy, method)(*args, dbus_interface=interface)
-        except dbus.exceptions.DBusException as err:
-            problem = _unreachable(err)
-            if problem:
-                raise problem from err
-            if err.get_dbus_name() == FIREWALLD_ERROR:
-                code, _, detail = (err.get_dbus_message() or "").partition(":")
-                raise FirewalldError(code.strip(), detail.strip(), operation) from err
-            raise Failure(f"firewalld D-Bus call {method} failed: {err}") from err
+            return self.backend.call(name, *args)
+        except fwbus.BusError as err:
+            raise _failure(err, operation, name) from err
 
     def config_properties(self):
-        """firewalld.conf as firewalld sees it (e.g. StrictForwardPorts on 2.3+)."""
-        props = self._call(CONFIG_PATH, dbus.PROPERTIES_IFACE, "GetAll", IFACE_CONFIG,
-                           operation="read its configuration")
-        return {str(k): str(v) if not isinstance(v, dbus.Boolean) else bool(v) for k, v in props.items()}
+        return self._do("read its configuration", "config_properties")
 
     def default_zone(self):
-        return str(self._call(PATH, IFACE, "getDefaultZone", operation="read the default zone"))
-
-    def _zone_config_path(self, zone):
-        return self._call(CONFIG_PATH, IFACE_CONFIG, "getZoneByName", zone,
-                          operation=f"find zone {zone!r}")
+        return self._do("read the default zone", "default_zone")
 
     def rich_rules(self, zone, config):
         """The zone's rich rules in one configuration, as a set of canonical strings."""
-        if config == RUNTIME:
-            rules = self._call(PATH, IFACE_ZONE, "getRichRules", zone, operation="list rich rules")
-        else:
-            rules = self._call(self._zone_config_path(zone), IFACE_CONFIG_ZONE, "getRichRules",
-                               operation="list permanent rich rules")
-        return {str(rule) for rule in rules}
-
-    def change_permanent_rules(self, zone, add=(), remove=()):
-        """Several permanent changes in one write of the zone file (each single
-        add/remove rewrites it). The rules are read right before the write and only
-        the given ones change, so the read-modify-write window is one D-Bus call."""
-        add, remove = set(add), set(remove)
-        if len(add) + len(remove) <= 1:
-            for rule in add:
-                self.add_rich_rule(zone, rule, PERMANENT)
-            for rule in remove:
-                self.remove_rich_rule(zone, rule, PERMANENT)
-            return
-        path = self._zone_config_path(zone)
-        current = [str(r) for r in self._call(path, IFACE_CONFIG_ZONE, "getRichRules",
-                                              operation="list permanent rich rules")]
-        wanted = [r for r in current if r not in remove] + sorted(add - set(current))
-        self._call(path, IFACE_CONFIG_ZONE, "update2", dbus.Dictionary(
-            {"rules_str": dbus.Array(wanted, signature="s")}, signature="sv"),
-            operation=f"write {len(add)} added and {len(remove)} removed permanent rules")
+        return set(self._do(f"list {config} rich rules", "rich_rules", zone, config))
 
     def add_rich_rule(self, zone, rule, config):
-        self._change(zone, rule, config, add=True)
+        self._do(f"add the {config} rule '{rule}'", "change_rule", zone, rule, config, True)
 
     def remove_rich_rule(self, zone, rule, config):
-        self._change(zone, rule, config, add=False)
+        self._do(f"remove the {config} rule '{rule}'", "change_rule", zone, rule, config, False)
 
-    def _change(self, zone, rule, config, add):
-        operation = f"{'add' if add else 'remove'} the {config} rule '{rule}'"
-        try:
-            if config == RUNTIME:
-                if add:
-                    self._call(PATH, IFACE_ZONE, "addRichRule", zone, rule, 0, operation=operation)
-                else:
-                    self._call(PATH, IFACE_ZONE, "removeRichRule", zone, rule, operation=operation)
-            else:
-                method = "addRichRule" if add else "removeRichRule"
-                self._call(self._zone_config_path(zone), IFACE_CONFIG_ZONE, method, rule,
-                           operation=operation)
-        except FirewalldError as err:
-            if err.code not in IDEMPOTENT:
-                raise
+    def change_permanent_rules(self, zone, add=(), remove=()):
+        add, remove = sorted(set(add)), sorted(set(remove))
+        self._do(f"write {len(add)} added and {len(remove)} removed permanent rules", "change_permanent_rules",
+                 zone, add, remove)
