@@ -74,6 +74,7 @@ PORTS = {
     "asterisk_sips": 20025,
 }
 PROXY_SERVER = f"NethServer 8 {PROXY_ID}"  # KML_SERVER_HEADER
+NETHVOICE_IMAGES = {"1.7": "ghcr.io/nethesis/nethvoice:1.7.4", "1.8": "ghcr.io/nethesis/nethvoice:1.8.0"}
 ASTERISK_SERVER = "Asterisk PBX"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "Nethesis,1234"  # the cluster-admin UI user
@@ -236,8 +237,8 @@ def module_environment(module_id, image_url):
 
 
 def nethvoice_environment():
-    """NethVoice 1.8 (fix_ports) environment: SIP TCP and UDP on separate ports."""
-    env = module_environment(NETHVOICE_ID, "ghcr.io/nethesis/nethvoice:1.8.0")
+    """NethVoice 1.8 environment: SIP TCP and UDP on separate ports."""
+    env = module_environment(NETHVOICE_ID, NETHVOICE_IMAGES["1.8"])
     env.update({
         "TCP_PORT": "20000",
         "TCP_PORTS_RANGE": "20000-20036",
@@ -258,6 +259,7 @@ def nethvoice_environment():
         "ASTERISK_RTPEND": "22001",
         "JANUS_RTPSTART": "22002",
         "JANUS_RTPEND": "23001",
+        "SATELLITE_HTTP_PORT": "20036",
         "PROXY_IP": ADDRESSES["service_ip"],
         "PROXY_PORT": str(PORTS["proxy_sip"]),
         "NETHVOICE_PROXY_FQDN": "sip.example.org",
@@ -266,6 +268,30 @@ def nethvoice_environment():
         "NETHCTI_UI_HOST": "cti.example.org",
     })
     return env
+
+
+def nethvoice_layout(env, version):
+    """NethVoice's environment in the layout of a version: "1.8" as the sandbox starts
+    it (SIP UDP on a port of its own), "1.7" the old single-port layout
+    (ASTERISK_SIP_PORT for UDP and TCP). 1.7 -> 1.8 is what update_nethvoice() does."""
+    env = {k: v for k, v in env.items() if k not in ("ASTERISK_SIP_UDP_PORT", "UDP_PORT")}
+    env["IMAGE_URL"] = NETHVOICE_IMAGES[version]
+    if version == "1.8":  # 20allocate_ports: a UDP port from the node's pool
+        env.update(ASTERISK_SIP_UDP_PORT=str(PORTS["asterisk_sip_udp"]), UDP_PORT=str(PORTS["asterisk_sip_udp"]))
+    return env
+
+
+def nethvoice_protection_rules(env):
+    """NethVoice >= 1.8's bin/nethvoice-firewall-protection: UDP to the TCP-only SIP
+    port (and the satellite's HTTP port) is dropped from outside."""
+    return [f'rule priority="-100" family="{family}" port port="{env[name]}" protocol="udp" drop'
+            for name in ("ASTERISK_SIP_PORT", "SATELLITE_HTTP_PORT") for family in ("ipv4", "ipv6")]
+
+
+def asterisk_listeners(env):
+    """Where Asterisk listens for SIP in a NethVoice environment."""
+    udp = env.get("ASTERISK_SIP_UDP_PORT") or env["ASTERISK_SIP_PORT"]
+    return [f"--listen=tcp:{env['ASTERISK_SIP_PORT']}", f"--listen=udp:{udp}"]
 
 
 def proxy_environment():
@@ -512,7 +538,7 @@ class Sandbox:
             fw("--permanent", f"--new-service={service}")
             fw("--permanent", f"--service={service}", *[f"--add-port={p}" for p in ports])
         fw("--permanent", *[f"--add-service={s}" for s in services])
-        fw("--permanent", *[f"--add-rich-rule={r}" for r in proxy_rich_rules()])
+        fw("--permanent", *[f"--add-rich-rule={r}" for r in proxy_rich_rules() + nethvoice_protection_rules(nv)])
         fw("--permanent", "--zone=trusted", "--add-interface=wg0")
         fw("--permanent", "--zone=trusted", f"--add-source={CLUSTER_NETWORK}")
         fw("--reload")
@@ -618,7 +644,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
 
     def _sip_responders(self):
         p = self.ports
-        responders = {
+        self._start_responders({
             "sip-proxy": [
                 "--server", PROXY_SERVER,
                 "--drop-user-agent", PROXY_SCANNER_UA,  # like Kamailio's REQINIT
@@ -626,11 +652,10 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                     ("udp", p["proxy_sip"]), ("tcp", p["proxy_sip"]),
                     ("udp", p["proxy_lan_sip"]), ("tcp", p["proxy_lan_sip"]))],
             ],
-            "sip-asterisk": [
-                "--server", ASTERISK_SERVER,
-                f"--listen=tcp:{p['asterisk_sip_tcp']}", f"--listen=udp:{p['asterisk_sip_udp']}",
-            ],
-        }
+            "sip-asterisk": ["--server", ASTERISK_SERVER, *asterisk_listeners(self.environments[NETHVOICE_ID])],
+        })
+
+    def _start_responders(self, responders):
         # The same stand-ins on the loopback of the root namespace, where actions run:
         # on a node Kamailio listens on 127.0.0.1:5060 and Asterisk on every address,
         # so probes from the node itself (verify-bypass) reach them there.
@@ -642,8 +667,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                                "-m", "ns8dev.sip_responder", *args], env=env)
         for name, args in local.items():
             self._spawn(name, [sys.executable, "-m", "ns8dev.sip_responder", *args], env=env)
-        responders.update(local)
-        for name in responders:
+        for name in [*responders, *local]:
             def ready(name=name):
                 if self._procs[name].poll() is not None:
                     raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
@@ -728,7 +752,8 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
 
         # The NethVoice stand-in, rootless: ~nethvoice1/.config
         nv_dir = Path(self.nethvoice["install_dir"])
-        shutil.copytree(DEV / "nethvoice-standin/bin", nv_dir / "bin")
+        for part in ("bin", "pypkg", "update-module.d"):
+            shutil.copytree(DEV / "nethvoice-standin" / part, nv_dir / part)
         nv_state = nv_dir / "state"
         write_env(nv_state / "environment", envs[NETHVOICE_ID])
         write_env(nv_state / "passwords.env", {
@@ -851,6 +876,59 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                 raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
             return "api-server listening on http://" in tail(self.log_dir / f"{name}.log")
         return lambda: procs.wait_for(listening, 15, name)
+
+    # -- NethVoice versions ----------------------------------------------------------
+
+    def _nethvoice_env(self, env):
+        """NethVoice's environment in its state dir and, as its agent copies it at the
+        end of every task, in Redis."""
+        self.environments[NETHVOICE_ID] = dict(env)
+        write_env(Path(self.nethvoice["state_dir"]) / "environment", env)
+        r = self.redis_client("cluster")
+        try:
+            with r.pipeline() as p:
+                p.delete(f"module/{NETHVOICE_ID}/environment")
+                p.hset(f"module/{NETHVOICE_ID}/environment", mapping=env)
+                p.execute()
+        finally:
+            r.close()
+
+    def _restart_asterisk(self):
+        """freepbx restarted: Asterisk listens where the environment now says."""
+        for name in ("sip-asterisk", "sip-asterisk-lo"):
+            procs.stop(self._procs.pop(name))
+        self._start_responders({"sip-asterisk": ["--server", ASTERISK_SERVER,
+                                                 *asterisk_listeners(self.environments[NETHVOICE_ID])]})
+
+    def set_nethvoice_layout(self, version):
+        """Put NethVoice in the layout of `version` ("1.7": one SIP port for UDP and TCP
+        and no firewall protection; "1.8": as the sandbox starts). Rules of other
+        modules are left alone."""
+        current = self.environments[NETHVOICE_ID]
+        env = nethvoice_layout(current, version)
+        protection = nethvoice_protection_rules(current)
+        have = set(self.firewalld.firewall_cmd("--list-rich-rules").stdout.splitlines())
+        if version == "1.7" and have & set(protection):
+            self.runagent("-m", NETHVOICE_ID, "nethvoice-firewall-protection", "remove")
+        self._nethvoice_env(env)
+        if version == "1.8" and not have >= set(nethvoice_protection_rules(env)):
+            self.runagent("-m", NETHVOICE_ID, "nethvoice-firewall-protection", "add")
+        self._restart_asterisk()
+
+    def update_nethvoice(self):
+        """NethVoice's update-module from 1.7 to 1.8, the steps that touch SIP ports
+        and the firewall: 20allocate_ports gives Asterisk its own UDP port, then the
+        stand-ins of 25rewrite_sip_portforward and 99firewall_protection run in
+        NethVoice's context, the agent copies the environment to Redis at the end of
+        the task, and freepbx restarts on the new ports. Returns the rewrite's log."""
+        env = nethvoice_layout(self.environments[NETHVOICE_ID], "1.8")
+        write_env(Path(self.nethvoice["state_dir"]) / "environment", env)
+        rewrite = self.runagent("-m", NETHVOICE_ID,
+                                Path(self.nethvoice["install_dir"]) / "update-module.d/25rewrite_sip_portforward")
+        self.runagent("-m", NETHVOICE_ID, "nethvoice-firewall-protection", "add")
+        self._nethvoice_env(env)
+        self._restart_asterisk()
+        return rewrite.stderr
 
     # -- helpers for tests and the CLI ------------------------------------------------
 

@@ -146,7 +146,7 @@ def test_network_layout(sandbox):
     assert not sandbox.in_netns("remote", sbx.ping, "192.0.2.99", timeout=0.3)
 
 
-def test_firewalld_runs_in_the_node_namespace_with_the_proxy_rules(sandbox):
+def test_firewalld_runs_in_the_node_namespace_with_the_proxy_and_nethvoice_rules(sandbox):
     fw = sandbox.firewalld
     assert fw.firewall_cmd("--state").stdout.strip() == "running"
     assert fw.firewall_cmd("--get-default-zone").stdout.strip() == "public"
@@ -155,6 +155,9 @@ def test_firewalld_runs_in_the_node_namespace_with_the_proxy_rules(sandbox):
         f'protocol="{proto}" to-port="{to}"'
         for p, proto, to in (("5060", "udp", "6060"), ("5060", "tcp", "6060"),
                              ("5061", "tcp", "6061"))}
+    # NethVoice 1.8's firewall protection: no UDP from outside to its TCP-only SIP port
+    expected |= {f'rule priority="-100" family="{family}" port port="{port}" protocol="udp" drop'
+                 for port in ("20024", "20036") for family in ("ipv4", "ipv6")}
 
     def rules(*args):  # firewall-cmd also prints a warning: wg0 is in zone trusted, as on NS8
         out = fw.firewall_cmd(*args, "--list-rich-rules").stdout
@@ -513,7 +516,7 @@ def test_cli_up_then_stop_from_another_process(tmp_path):
         if up.poll() is None:
             up.kill()
     printed = out.read_text()
-    assert "Sandbox node up" in printed
+    assert "Sandbox node (debian12 profile) up" in printed
     assert f"cluster UI   {state['api_url']}/#/apps/nethvoice-bypass1   user admin password Nethesis,1234" in printed
     assert_nothing_left(state, root_tables)
 

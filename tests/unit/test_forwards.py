@@ -155,3 +155,42 @@ def test_warnings_name_what_is_taken_from_the_proxy():
     assert "192.0.2.0/24" in found[1]["message"] and "Telco-A" in found[1]["message"]
     other = ForwardRule("ipv4", "udp", 5060, 20999, "192.0.2.0/24")
     assert [w["id"] for w in forwards.forward_warnings(mediant, [], PROXY, [], [other])] == ["overlaps_other_forward"]
+
+
+# NethVoice 1.8's update repoints our UDP forward from ASTERISK_SIP_PORT to the new UDP port
+OLD_RULE = ForwardRule("ipv4", "udp", 5060, 20024, "192.0.2.10").to_rich_rule()
+NEW_RULE = ForwardRule("ipv4", "udp", 5060, 20040, "192.0.2.10").to_rich_rule()
+
+
+def observed_with(*rules, runtime_only=()):
+    return {"public": {"runtime": {*rules, *runtime_only}, "permanent": set(rules)}}
+
+
+def test_a_forward_moved_by_someone_else_is_in_sync_with_its_current_rule():
+    moved = entry(rule=OLD_RULE)
+    desired = forwards.desired_rule(moved, cluster(nethvoice1=NV))
+    observed = observed_with(NEW_RULE)
+    assert forwards.current_rule(moved, desired, observed) == NEW_RULE
+    assert forwards.forward_state(moved, desired, observed) == "in_sync"
+    assert forwards.plan_forward(moved, desired, observed) == []
+
+
+def test_a_forward_whose_old_rule_is_still_there_is_stale():
+    stale = entry(rule=OLD_RULE)
+    desired = forwards.desired_rule(stale, cluster(nethvoice1=NV))
+    for observed in (observed_with(OLD_RULE), observed_with(OLD_RULE, NEW_RULE), observed_with()):
+        assert forwards.forward_state(stale, desired, observed) == "stale_target"
+    plan = forwards.plan_forward(stale, desired, observed_with(OLD_RULE, NEW_RULE))
+    assert [(c["op"], c["config"], c["rule"]) for c in plan if c["op"] != "flush_conntrack"] == [
+        ("remove_rule", "runtime", OLD_RULE), ("remove_rule", "permanent", OLD_RULE)]
+
+
+def test_removal_withdraws_every_rule_that_stands_for_the_forward():
+    other_source = ForwardRule("ipv4", "udp", 5060, 20024, "192.0.2.11").to_rich_rule()
+    proxy_like = ForwardRule("ipv4", "udp", 5060, 20024, "192.0.2.10", priority=0).to_rich_rule()
+    observed = observed_with(NEW_RULE, other_source, proxy_like, runtime_only=[OLD_RULE])
+    moved = entry(rule=OLD_RULE)
+    assert forwards.related_rules(moved, observed) == {OLD_RULE, NEW_RULE}
+    plan = forwards.plan_forward(moved, None, observed, removing=True)
+    assert [(c["config"], c["rule"]) for c in plan if c["op"] == "remove_rule"] == [
+        ("runtime", OLD_RULE), ("runtime", NEW_RULE), ("permanent", NEW_RULE)]

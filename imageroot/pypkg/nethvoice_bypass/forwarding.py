@@ -110,6 +110,7 @@ def describe_all(intent, cluster, observed):
 
 def describe(entry, cluster, observed):
     desired = forwards.desired_rule(entry, cluster)
+    rule = forwards.current_rule(entry, desired, observed)
     return {
         "id": entry["id"],
         "instance": entry["instance"],
@@ -119,11 +120,16 @@ def describe(entry, cluster, observed):
         "source": entry.get("source"),
         "description": entry.get("description", ""),
         "zone": entry["zone"],
-        "rule": entry["rule"],
+        "rule": rule,
         "target_port": desired.to_port if desired else None,
         "state": forwards.forward_state(entry, desired, observed),
-        "present": forwards.presence(entry["rule"], entry["zone"], observed),
+        "present": forwards.presence(rule, entry["zone"], observed),
     }
+
+
+def known_rules(intent, observed):
+    """Every rule text that stands for a managed forward (forwards.related_rules)."""
+    return set().union(*(forwards.related_rules(e, observed) for e in intent["forwards"].values()))
 
 
 # --- applying ------------------------------------------------------------------------
@@ -284,10 +290,11 @@ def list_port_forwards(_data=None):
     cluster, _fw, zone, observed = read_world(intent)
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
     proxy = [r.to_rich_rule() for r in forwards.proxy_rules(zone_rules)]
-    ours = {e["rule"] for e in intent["forwards"].values()}
+    described = describe_all(intent, cluster, observed)
+    ours = known_rules(intent, observed)
     return {
         "zone": zone,
-        "forwards": describe_all(intent, cluster, observed),
+        "forwards": described,
         "proxy_rules": proxy,
         "other_rules": sorted(r for r in zone_rules - ours - set(proxy) if "forward-port" in r),
     }
@@ -310,7 +317,7 @@ def reconcile_forwards(store, intent, cluster, dry_run, action):
         if desired is not None and desired.to_rich_rule() != entry["rule"]:
             updates[entry["id"]] = desired.to_rich_rule()
     result["plan"] = changes
-    if changes and not dry_run:
+    if (changes or updates) and not dry_run:  # updates alone: someone else moved the rule already
         before = {k: dict(v) for k, v in intent["forwards"].items()}
         result["conntrack"] = apply_changes(fw, changes)
         for fid, rule in updates.items():

@@ -50,12 +50,40 @@ def presence(rule_text, zone, observed):
     return {config: rule_text in observed.get(zone, {}).get(config, set()) for config in CONFIGS}
 
 
+def current_rule(entry, desired, observed):
+    """The rule that stands for this forward in firewalld: the recorded one, or the
+    desired one when something else moved the recorded rule there (NethVoice 1.8's
+    update repoints UDP forwards from ASTERISK_SIP_PORT to ASTERISK_SIP_UDP_PORT):
+    the recorded rule in neither configuration, the desired one in both."""
+    if desired is not None:
+        text = desired.to_rich_rule()
+        if (text != entry["rule"] and not any(presence(entry["rule"], entry["zone"], observed).values())
+                and all(presence(text, entry["zone"], observed).values())):
+            return text
+    return entry["rule"]
+
+
+def related_rules(entry, observed):
+    """The recorded rule and every rule that differs from it only in its target port
+    (same family, protocol, port, source and priority): rules that stand for this
+    forward, wherever Asterisk's port was when they were written."""
+    recorded = parse_rich_rule(entry["rule"])
+    zone = observed.get(entry["zone"], {})
+    rules = {entry["rule"]}
+    for text in set().union(*zone.values()) if zone else ():
+        rule = parse_rich_rule(text)
+        if rule and recorded and (rule.key, rule.priority) == (recorded.key, recorded.priority):
+            rules.add(text)
+    return rules
+
+
 def forward_state(entry, desired, observed):
-    present = presence(entry["rule"], entry["zone"], observed)
     if desired is None:
         return "instance_missing"
-    if desired.to_rich_rule() != entry["rule"]:
+    rule = current_rule(entry, desired, observed)
+    if desired.to_rich_rule() != rule:
         return "stale_target"
+    present = presence(rule, entry["zone"], observed)
     if all(present.values()):
         return "in_sync"
     if not any(present.values()):
@@ -71,21 +99,20 @@ def _rule_change(op, entry, config, rule, why):
 def plan_forward(entry, desired, observed, removing=False):
     """Changes that bring one forward to `desired` (or remove it), in apply order."""
     changes = []
-    present = presence(entry["rule"], entry["zone"], observed)
-    if removing or desired is None or desired.to_rich_rule() != entry["rule"]:
-        why = ("forward removed" if removing else
-               f"instance {entry['instance']} is gone" if desired is None else
-               f"Asterisk's {entry['protocol'].upper()} SIP port changed to {desired.to_port}")
-        for config in CONFIGS:
-            if present[config]:
-                changes.append(_rule_change("remove_rule", entry, config, entry["rule"], why))
-    if not removing and desired is not None:
-        text = desired.to_rich_rule()
-        now = presence(text, entry["zone"], observed)
-        for config in CONFIGS:
-            if not now[config]:
+    wanted = None if removing or desired is None else desired.to_rich_rule()
+    stale = related_rules(entry, observed) - {wanted}
+    why = ("forward removed" if removing else
+           f"instance {entry['instance']} is gone" if desired is None else
+           f"Asterisk's {entry['protocol'].upper()} SIP port changed to {desired.to_port}")
+    for rule in sorted(stale):
+        for config, present in presence(rule, entry["zone"], observed).items():
+            if present:
+                changes.append(_rule_change("remove_rule", entry, config, rule, why))
+    if wanted is not None:
+        for config, present in presence(wanted, entry["zone"], observed).items():
+            if not present:
                 why = "new forward" if not entry.get("applied") else f"missing from the {config} configuration"
-                changes.append(_rule_change("add_rule", entry, config, text, why))
+                changes.append(_rule_change("add_rule", entry, config, wanted, why))
     if any(c["config"] == RUNTIME for c in changes):
         changes.append({"op": "flush_conntrack", "forward": entry["id"], "protocol": entry["protocol"],
                         "port": entry["port"], "family": entry["family"], "source": entry.get("source"),

@@ -12,7 +12,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from . import checks, forwards
-from .forwarding import describe_all, read_world
+from .forwarding import describe_all, known_rules, read_world
 from .forwards import PERMANENT, RUNTIME, target_port
 from .model import BYPASS_PRIORITY, parse_rich_rule
 from .step import Failure, log
@@ -92,16 +92,16 @@ def routes_view(cluster, intent):
                 for d, a in sorted(aliases.items())] for i, aliases in wanted.items()}
 
 
-def orphaned_rules(zone_rules, intent):
-    """Rules shaped like ours (our priority, forward-port) that the intent does not
-    hold: left by a restore without the state, an older install or a hand edit."""
-    ours = {e["rule"] for e in intent["forwards"].values()}
+def orphaned_rules(zone_rules, ours):
+    """Rules shaped like ours (our priority, forward-port) that stand for no managed
+    forward: left by a restore without the state, an older install or a hand edit."""
     return sorted(text for text in zone_rules - ours
                   if (rule := parse_rich_rule(text)) and rule.priority == BYPASS_PRIORITY)
 
 
 def bypass_view(intent, cluster, zone, observed, props, sites):
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
+    described = describe_all(intent, cluster, observed)
     trunks, nat = {}, {}
     for instance, site in sites.items():
         managed = intent.get("bypass", {}).get(instance, {})
@@ -118,8 +118,8 @@ def bypass_view(intent, cluster, zone, observed, props, sites):
         "zone": zone,
         "instances": cluster.nethvoice,
         "proxy": proxy_view(cluster, zone_rules),
-        "forwards": describe_all(intent, cluster, observed),
-        "orphaned_rules": orphaned_rules(zone_rules, intent),
+        "forwards": described,
+        "orphaned_rules": orphaned_rules(zone_rules, known_rules(intent, observed)),
         "trunks": trunks,
         "nat": nat,
         "domain_aliases": routes_view(cluster, intent),
