@@ -5,7 +5,10 @@ node: action dirs merged by file name (the module wins), steps in name order,
 validate-input.json / validate-output.json as weight-0 pseudo-steps, stdin = task
 data, AGENT_COMFD=3 commands, ./environment re-read before each step, exit codes
 8/10/1, and the Redis task protocol (BRPOP <agent_id>/tasks, task/<agent_id>/<id>/*
-keys, progress/<agent_id>/task/<id> messages, <agent_id>/environment hash).
+keys, progress/<agent_id>/task/<id> messages, <agent_id>/environment hash). Events
+(hevent.go): PSUBSCRIBE */event/* as user default on REDIS_REPLICA_ADDRESS (else
+REDIS_ADDRESS), each event runs the handler steps of events/<name>/ in name order
+with the payload on stdin, AGENT_COMFD=2 and ./environment read once per event.
 
 Command line (the sandbox starts it exactly like this):
     python -m ns8dev.agent serve --agent-id module/nethvoice-bypass1 \
@@ -38,7 +41,7 @@ TASK_TTL = 8 * 3600           # taskExpireDuration
 CONTEXT_TTL = int(12 * POLLING)  # context TTL while the task is queued or running
 EXIT_NOT_DEFINED = 8
 EXIT_VALIDATION_FAILED = 10
-SD_ERR, SD_WARNING = "<3>", "<4>"
+SD_ERR, SD_WARNING, SD_DEBUG = "<3>", "<4>", "<7>"
 # What a systemd unit gets before its Environment= lines; <venv>/bin stands in for
 # /usr/local/agent/pyenv/bin, which the node's agent.env puts first on PATH.
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -217,6 +220,7 @@ class Agent:
                  log=None, tee=None):
         self.agent_id = agent_id
         self.install_dir = Path(install_dir).resolve()
+        self.events_paths = [self.install_dir / "events"]  # --eventsdir of agent@.service
         self.state_dir = self.install_dir / "state"
         self.base_actions_dir = Path(base_actions_dir).resolve() if base_actions_dir else None
         self.env = dict(env) if env is not None else build_agent_env(agent_id, install_dir)
@@ -559,6 +563,91 @@ class Agent:
         except ProcessLookupError:
             pass
 
+    # -------------------------------------------------------- events
+
+    def event_steps(self, name):
+        """CreateEventHandler(): every file of events/<name>/ (all event dirs merged)."""
+        files = {}
+        for root in self.events_paths:
+            try:
+                entries = list(os.scandir(root / name))
+            except OSError:
+                continue
+            files.update((e.name, e.path) for e in entries if not e.is_dir(follow_symlinks=False))
+        return [Step(n, files[n]) for n in sorted(files)]
+
+    def run_event(self, source, name, payload):
+        """runEvent(): the handler's steps in order, the first non-zero one stops it.
+        Returns the exit code, None when the module has no handler for the event."""
+        steps = self.event_steps(name)
+        if not steps:
+            return None  # skipped silently, as the agent does
+        env = {**self.env, **env_lines_to_dict(self._read_environment()), "AGENT_COMFD": "2",
+               "AGENT_EVENT_NAME": name, "AGENT_EVENT_SOURCE": source}
+        status, exit_code, last_step = "running", 0, ""
+        for step in steps:
+            last_step = step.name
+            self._log(f"{SD_DEBUG}Handler of {source}/event/{name} is starting step {step.name}")
+            try:
+                proc = subprocess.run([step.path], input=payload.encode(), capture_output=True, env=env,
+                                      cwd=self.state_dir)
+            except OSError as err:
+                self._log(f"{SD_WARNING}Handler of {source}/event/{name} skipped step {step.name}: {err}")
+                continue
+            self._tee(proc.stdout + proc.stderr)  # both go to the agent's log
+            if proc.returncode != 0:
+                self._log(f"{SD_ERR}exit status {proc.returncode}")
+                status, exit_code = "aborted", proc.returncode
+                break
+        if exit_code == 0:
+            status = "completed"
+        self._log(f'Handler of {source}/event/{name} exited with status "{status}" ({exit_code}) '
+                  f"at step {last_step}")
+        return exit_code
+
+    def events_client(self):
+        import redis
+
+        address = (self.env.get("REDIS_REPLICA_ADDRESS") or self.env.get("REDIS_ADDRESS")
+                   or "127.0.0.1:6379")
+        host, _, port = address.rpartition(":")
+        return redis.Redis(host=host.strip("[]"), port=int(port), username="default",
+                           password=self.agent_id, client_name=self.agent_id)
+
+    def listen_events(self, stop, rdb=None):
+        """listenEventsAsync(): one thread per event until stopped, then wait for them."""
+        import redis
+
+        rdb = rdb or self.events_client()
+        pubsub = rdb.pubsub(ignore_subscribe_messages=True)
+        workers, last_error = [], None
+        try:
+            while not stop.is_set():
+                try:
+                    if not pubsub.subscribed:
+                        pubsub.psubscribe("*/event/*")
+                    message = pubsub.get_message(timeout=1.0)
+                except redis.RedisError as err:
+                    if str(err) != last_error:
+                        self._log(f"{SD_ERR}Event listener error: {err}")
+                        last_error = str(err)
+                    stop.wait(1.0)
+                    continue
+                last_error = None
+                if not message or message["type"] != "pmessage":
+                    continue
+                source, found, name = message["channel"].decode(errors="replace").partition("/event/")
+                if found:
+                    worker = threading.Thread(target=self.run_event, name=f"event-{name}", args=(
+                        source, name, message["data"].decode(errors="replace")))
+                    worker.start()
+                    workers = [w for w in workers if w.is_alive()] + [worker]
+        finally:
+            pubsub.close()
+            for worker in workers:
+                worker.join(timeout=30)
+            rdb.close()
+
     # -------------------------------------------------------- the Redis task loop
 
     def redis_client(self):
@@ -580,6 +669,9 @@ class Agent:
         workers = []
         last_error = None
         queue = f"{self.agent_id}/tasks"
+        events_stop = threading.Event()
+        events = threading.Thread(target=self.listen_events, args=(events_stop,), name="events")
+        events.start()
         self._log(f"agent {self.agent_id} listening on {queue}")
         try:
             while not stop.is_set():
@@ -612,7 +704,8 @@ class Agent:
             self._log(f"{SD_WARNING}Signal caught: shutdown started.")
         finally:
             self.cancel()
-            for worker in workers:
+            events_stop.set()
+            for worker in [*workers, events]:
                 worker.join(timeout=30)
             rdb.close()
 

@@ -326,6 +326,11 @@ def proxy_rich_rules():
     ]
 
 
+# node/install-finalize.sh: everybody may read the shared keys as default, with any password
+DEFAULT_USER_ACL = ("user default on nopass resetkeys ~cluster/* ~node/* ~module/* resetchannels &* nocommands "
+                    "+@read +@connection +subscribe +psubscribe -@admin")
+
+
 def module_acl(module_id, password):
     """cluster/add-module's ACL for a module user, plus read access to the shared keys."""
     m = module_id
@@ -553,34 +558,39 @@ class Sandbox:
                 raise RuntimeError(f"ping {src} -> {dst}: no echo reply")
 
     def _redis(self):
-        port = free_port()
+        """The leader's redis-server and this node's replica of it, with NS8's users
+        (node/install-finalize.sh, cluster add-node and add-module). Agents read from
+        the replica (REDIS_REPLICA_ADDRESS), as on a worker node, and write to the
+        leader (REDIS_ADDRESS); ACLs are not replicated, NS8 copies them to every node."""
         pw = {"cluster": secrets.token_hex(16), "node": secrets.token_hex(16),
               **{m: secrets.token_hex(16) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID)}}
-        redis_dir = self.run_dir / "redis"
-        redis_dir.mkdir()
-        conf = redis_dir / "redis.conf"
-        conf.write_text("\n".join([
-            "bind 127.0.0.1",
-            f"port {port}",
-            f"dir {redis_dir}",
-            'save ""',
-            "appendonly no",
-            "daemonize no",
-            # NS8: everybody may read with default/nopass; writes need an own user.
-            "user default on >nopass ~* &* -@all +@read +@connection "
-            "+subscribe +psubscribe +unsubscribe +punsubscribe",
+        users = [
+            DEFAULT_USER_ACL,
             f"user cluster on >{pw['cluster']} ~* &* +@all",
-            f"user node/{NODE_ID} on >{pw['node']} ~* &* +@all -@admin",
+            f"user node/{NODE_ID} on >{pw['node']} resetkeys ~node/{NODE_ID}/* ~task/node/{NODE_ID}/* "
+            "%R~private/nodes/* %R~private/agents/* %R~cluster/* %R~node/* %R~module/* "
+            f"resetchannels &progress/node/{NODE_ID}/* &node/{NODE_ID}/event/* "
+            "nocommands +@read +@write +@transaction +@connection +publish -@admin +psync +replconf",
             *[module_acl(m, pw[m]) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID)],
-        ]) + "\n")
-        conf.chmod(0o600)
-        self._spawn("redis", ["redis-server", conf])
-        address = f"127.0.0.1:{port}"
+        ]
+        leader, replica = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        for name, address, extra in (
+                ("redis", leader, []),
+                ("redis-replica", replica, [f"replicaof 127.0.0.1 {leader.rsplit(':', 1)[1]}",
+                                            f"masteruser node/{NODE_ID}", f"masterauth {pw['node']}"])):
+            redis_dir = self.run_dir / name
+            redis_dir.mkdir()
+            conf = redis_dir / "redis.conf"
+            conf.write_text("\n".join(["bind 127.0.0.1", f"port {address.rsplit(':', 1)[1]}", f"dir {redis_dir}",
+                                       'save ""', "appendonly no", "daemonize no", *extra, *users]) + "\n")
+            conf.chmod(0o600)
+            self._spawn(name, ["redis-server", conf])
         self.redis = {
-            "address": address,
-            "cluster": {"address": address, "user": "cluster", "password": pw["cluster"]},
-            "module": {"address": address, "user": AGENT_ID, "password": pw[MODULE_ID]},
-            "default": {"address": address, "user": "default", "password": "nopass"},
+            "address": leader,
+            "replica_address": replica,
+            "cluster": {"address": leader, "user": "cluster", "password": pw["cluster"]},
+            "module": {"address": leader, "user": AGENT_ID, "password": pw[MODULE_ID]},
+            "default": {"address": replica, "user": "default", "password": "nopass"},
             "passwords": pw,
         }
         self.state["cluster_redis"] = self.redis["cluster"]
@@ -589,14 +599,29 @@ class Sandbox:
         self._save()
 
         def ready():
-            if self._procs["redis"].poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{tail(self.log_dir / 'redis.log')}")
+            for name in ("redis", "redis-replica"):
+                if self._procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
+            import redis
+
+            host, port = replica.split(":")
             try:
-                return self.redis_client("cluster").ping()
-            except Exception:
+                with redis.Redis(host=host, port=int(port), username="cluster", password=pw["cluster"]) as r:
+                    return r.info("replication").get("master_link_status") == "up"
+            except redis.RedisError:
                 return False
 
-        procs.wait_for(ready, 10, "redis-server")
+        procs.wait_for(ready, 10, "redis-server and its replica")
+
+    def sync_replica(self):
+        """Wait until the replica has every write made so far on the leader (what a test
+        wrote there must be what the next action reads)."""
+        r = self.redis_client("cluster")
+        try:
+            if r.execute_command("WAIT", 1, 2000) < 1:
+                raise RuntimeError("the Redis replica did not catch up in 2 s")
+        finally:
+            r.close()
 
     def _mariadb(self):
         port, password = free_port(), secrets.token_hex(16)
@@ -703,6 +728,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
         # /etc/nethserver/agent.env of the node
         write_env(self.env_file, {
             "REDIS_ADDRESS": self.redis["address"],
+            "REDIS_REPLICA_ADDRESS": self.redis["replica_address"],
             "NODE_ID": NODE_ID,
             "NS8_SANDBOX_ROOT": self.root,
             "NS8_SANDBOX_NETNS": self.netns["node"],

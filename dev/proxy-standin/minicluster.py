@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE))
 
 import standin  # noqa: E402
 from ns8dev import apiserver, procs  # noqa: E402
+from ns8dev.sandbox import DEFAULT_USER_ACL, module_acl  # noqa: E402
 
 NODE_ID = "1"
 BYPASS_ID = "nethvoice-bypass1"
@@ -40,14 +41,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def module_acl(module_id, password):
-    """cluster/add-module's ACL for a module's Redis user."""
-    m = module_id
-    return (f"user module/{m} on >{password} resetkeys ~module/{m}/* ~task/module/{m}/* "
-            f"resetchannels &progress/module/{m}/* &module/{m}/event/* "
-            "+@read +@write +@transaction +@connection +publish -@admin")
 
 
 class MiniCluster:
@@ -116,7 +109,7 @@ class MiniCluster:
         conf.write_text("\n".join([
             "bind 127.0.0.1", f"port {self.redis_address.rpartition(':')[2]}", f"dir {d}",
             'save ""', "appendonly no",
-            "user default on >nopass ~* &* -@all +@read +@connection +subscribe +psubscribe",
+            DEFAULT_USER_ACL,
             f"user cluster on >{self.passwords['cluster']} ~* &* +@all",
             *[module_acl(m, self.passwords[m])
               for m in (BYPASS_ID, NETHVOICE_ID, PROXY_ID, INTRUDER_ID)],

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 from ns8dev import procs, validation
 from ns8dev.agent import Agent, Processor, Step, build_agent_env, obscure_task_input
+from ns8dev.sandbox import DEFAULT_USER_ACL
 
 REPO = Path(__file__).resolve().parents[2]
 DEV = REPO / "dev"
@@ -459,7 +460,7 @@ def cluster_redis(tmp_path):
     conf = tmp_path / "redis.conf"
     conf.write_text("\n".join([
         f"port {port}", "bind 127.0.0.1", f"dir {tmp_path}", 'save ""', "appendonly no",
-        "user default on nopass ~* &* -@all +@read +@connection +subscribe +psubscribe",
+        DEFAULT_USER_ACL,
         "user cluster on >clusterpass ~* &* +@all",
         "user module/test1 on >modulepass resetkeys ~module/test1/* ~task/module/test1/*"
         " resetchannels &progress/module/test1/* &module/test1/event/*"
@@ -560,6 +561,23 @@ def test_redis_round_trip_writes_results_environment_and_progress(served):
 
 
 @pytest.mark.integration
+def test_events_published_on_redis_run_their_handlers_like_the_agent(served):
+    write_action(served.node.install / "events", "thing-changed", {
+        "10record": sh('{ echo "name=$AGENT_EVENT_NAME source=$AGENT_EVENT_SOURCE comfd=$AGENT_COMFD '
+                       'cwd=$(pwd) module=$MODULE_ID"; cat; } > event.txt'),
+        "20fail": sh("echo failing >&2; exit 3"),
+        "30never": sh("touch never")})
+    served.rdb.publish("module/other1/event/thing-changed", '{"x": 1}')
+    served.rdb.publish("module/other1/event/nobody-listens", "{}")
+    line = 'Handler of module/other1/event/thing-changed exited with status "aborted" (3) at step 20fail'
+    procs.wait_for(lambda: line in served.log.read_text(), 15, "the event handler")
+    assert (served.node.state / "event.txt").read_text() == (
+        f"name=thing-changed source=module/other1 comfd=2 cwd={served.node.state} module=test1\n"
+        '{"x": 1}')
+    assert not (served.node.state / "never").exists()
+    assert "failing" in served.log.read_text() and "nobody-listens" not in served.log.read_text()
+
+
 def test_redis_validation_failure_and_unknown_action(served):
     rdb = served.rdb
     prefix = wait_result(rdb, push(rdb, "hello", {}))

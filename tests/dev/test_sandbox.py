@@ -368,10 +368,27 @@ def test_redis_acls_are_like_ns8(sandbox):
         with pytest.raises(redis.exceptions.NoPermissionError):
             write()
     assert default.hget("module/nethvoice-proxy1/srv/tcp/sip", "port") == "5060"
+    # a client that does not log in is `default`, whose password is not checked (nopass)
     host, port = sandbox.redis["address"].split(":")
-    anonymous = redis.Redis(host, int(port), retry=Retry(NoBackoff(), 0))
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        anonymous.get("cluster/network")
+    anonymous = redis.Redis(host, int(port), retry=Retry(NoBackoff(), 0), decode_responses=True)
+    assert anonymous.get("cluster/network") == "10.5.4.0/24"
+    assert redis.Redis(host, int(port), username="default", password="anything").ping()
+    for forbidden in (lambda: anonymous.set("cluster/network", "x"),
+                      lambda: anonymous.get("task/module/nethvoice-bypass1/x/output")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            forbidden()
+
+
+def test_the_node_reads_a_replica_of_the_leader_like_a_worker(sandbox):
+    env = sbx.read_env(sandbox.env_file)
+    assert env["REDIS_ADDRESS"] == sandbox.redis["address"]
+    host, port = env["REDIS_REPLICA_ADDRESS"].split(":")
+    replica = redis.Redis(host, int(port), username="cluster", password=sandbox.redis["cluster"]["password"])
+    info = replica.info("replication")
+    assert (info["role"], info["master_port"], info["master_link_status"]) == (
+        "slave", int(sandbox.redis["address"].split(":")[1]), "up")
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        replica.set("cluster/sandbox-test", "1")
 
 
 def test_the_agent_takes_tasks_from_its_queue(sandbox):

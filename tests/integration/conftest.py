@@ -2,8 +2,9 @@
 
 import json
 import os
-import subprocess
+import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ class Actions:
         self.agent = agent.Agent(AGENT_ID, str(sandbox.install_dir), str(REPO / "dev" / "base-actions"), env=env)
 
     def run(self, action, data=None, expect=0):
+        self.sandbox.sync_replica()  # what the test wrote on the leader is what the action reads
         result = self.agent.run(action, data, user="test")
         assert result.exit_code == expect, f"{action} exited {result.exit_code}: {result.error}\n{result.output}"
         return result.decoded_output
@@ -69,19 +71,28 @@ def clean_forwards(actions, sandbox):
     assert firewall_state(sandbox) == baseline
 
 
-def run_event(sandbox, name, payload):
-    """Run the module's handlers for an event as the agent does: payload on stdin,
-    AGENT_COMFD=2, handlers in name order, cwd the state dir."""
-    env = agent.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
-    env.update(agent.env_lines_to_dict(agent.read_state_environment(str(sandbox.state_dir))), AGENT_COMFD="2",
-               AGENT_EVENT_NAME=name, AGENT_EVENT_SOURCE="module/nethvoice-proxy1")
-    outputs = []
-    for step in sorted((sandbox.install_dir / "events" / name).iterdir()):
-        proc = subprocess.run([str(step)], input=json.dumps(payload), capture_output=True, text=True,
-                              env=env, cwd=sandbox.state_dir)
-        assert proc.returncode == 0, proc.stderr
-        outputs.append(json.loads(proc.stdout))
-    return outputs
+def publish_event(sandbox, source, name, payload, timeout=30):
+    """Publish an event as its source would (`<source>/event/<name>` on the leader's
+    Redis) and wait for the module's agent to finish its handler; returns the handler's
+    exit code from the agent's log line."""
+    log = sandbox.log_dir / "agent.log"
+    start = log.stat().st_size
+    sandbox.sync_replica()  # the handler reads the cluster from the replica
+    rdb = sandbox.redis_client("cluster")
+    try:
+        rdb.publish(f"{source}/event/{name}", json.dumps(payload))  # replicated to where the agent listens
+    finally:
+        rdb.close()
+    pattern = re.compile(rf'Handler of {re.escape(source)}/event/{re.escape(name)} exited with status "\w+" \((\d+)\)')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log, "rb") as f:
+            f.seek(start)
+            found = pattern.search(f.read().decode(errors="replace"))
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    raise AssertionError(f"no handler of {source}/event/{name} finished within {timeout} s")
 
 
 @pytest.fixture

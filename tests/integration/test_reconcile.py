@@ -1,7 +1,7 @@
 """Drift, NethVoice port changes, instance removal and module removal."""
 
 import pytest
-from conftest import firewall_state, rich_rules, run_event
+from conftest import firewall_state, publish_event, rich_rules
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,8 @@ def test_port_change_moves_the_forward_on_proxy_event(actions, sandbox, clean_fo
     nethvoice_env.hset("module/nethvoice1/environment", "ASTERISK_SIP_UDP_PORT", "20140")
     listed = actions.run("list-port-forwards")["forwards"][0]
     assert (listed["state"], listed["target_port"]) == ("stale_target", 20140)
-    run_event(sandbox, "nethvoice-proxy-settings-changed", {"reason": "configure-module"})
+    assert publish_event(sandbox, "module/nethvoice-proxy1", "nethvoice-proxy-settings-changed",
+                         {"reason": "configure-module"}) == 0
     new = old.replace('to-port="20040"', 'to-port="20140"')
     for config in (rich_rules(sandbox), rich_rules(sandbox, permanent=True)):
         assert new in config and old not in config
@@ -38,11 +39,11 @@ def test_removed_instance_withdraws_rules_and_its_return_restores_them(actions, 
                                                                         nethvoice_env):
     rule = actions.run("add-port-forward", {"source": "192.0.2.10"})["forward"]["rule"]
     nethvoice_env.hdel("cluster/module_node", "nethvoice1")
-    run_event(sandbox, "module-removed", {"module": "nethvoice1", "node": 1})
+    assert publish_event(sandbox, "cluster", "module-removed", {"module": "nethvoice1", "node": 1}) == 0
     assert firewall_state(sandbox) == clean_forwards
     assert actions.run("list-port-forwards")["forwards"][0]["state"] == "instance_missing"
     nethvoice_env.hset("cluster/module_node", "nethvoice1", "1")
-    run_event(sandbox, "module-added", {"module": "nethvoice1", "node": 1})
+    assert publish_event(sandbox, "cluster", "module-added", {"module": "nethvoice1", "node": 1}) == 0
     assert rule in rich_rules(sandbox) and rule in rich_rules(sandbox, permanent=True)
 
 
