@@ -524,8 +524,11 @@ def alter_user(rdb, user, role, on_clause):
 
 
 def grant_authorizations(rdb, module_id, authorizations, node_id="1"):
-    """What add-module does with org.nethserver.authorizations (e.g.
-    "nethvoice-proxy@any:routeadm"). The roles must already be defined on the targets."""
+    """What add-module does with org.nethserver.authorizations (cluster.grants
+    add_module_permissions): "nethvoice-proxy@any:routeadm" grants the role on every
+    nethvoice-proxy*, "nethvoice-proxy@node:routeadm" only on the default instance of
+    the module's node (node/<node_id>/default_instance/<image>), nothing while there is
+    none. The roles must already be defined on the targets."""
     granted = {}
     for authz in authorizations:
         if "*" in authz or ":" not in authz:
@@ -533,6 +536,11 @@ def grant_authorizations(rdb, module_id, authorizations, node_id="1"):
         selector, role = authz.split(":")
         if selector.endswith("@any"):
             on = f"module/{selector.removesuffix('@any')}*"
+        elif selector.endswith(("@node", "@cluster")):
+            image, _, scope = selector.partition("@")
+            default = rdb.get(f"node/{node_id}/default_instance/{image}" if scope == "node"
+                              else f"cluster/default_instance/{image}")
+            on = f"module/{default}" if default else None
         elif selector == "self":
             on = f"module/{module_id}"
         elif selector == "node":
@@ -541,7 +549,7 @@ def grant_authorizations(rdb, module_id, authorizations, node_id="1"):
             on = "cluster"
         else:
             raise ValueError(f"selector {selector!r} is not supported by the stand-in")
-        granted[authz] = alter_user(rdb, f"module/{module_id}", role, on)
+        granted[authz] = alter_user(rdb, f"module/{module_id}", role, on) if on else []
         rdb.sadd(f"cluster/authorizations/module/{module_id}", authz)
     return granted
 
@@ -561,15 +569,19 @@ def add_cluster_admin(rdb, user, password):
 
 def seed_cluster(rdb, module_ids=("nethvoice-bypass1", "nethvoice1", "nethvoice-proxy1"),
                  proxy_id="nethvoice-proxy1",
-                 authorizations=(("nethvoice-bypass1", "nethvoice-proxy@any:routeadm"),
+                 authorizations=(("nethvoice-bypass1", "nethvoice-proxy@node:routeadm"),
                                  ("nethvoice1", "nethvoice-proxy@any:routeadm")),
                  admin=("admin", "Nethesis,1234"), node_id="1"):
     """Roles and grants as a node that installed these modules would hold them.
 
     rdb: a redis.Redis connected as the cluster user. Order matters as on a node: the
-    proxy's routeadm role exists before the grants that scan for it.
+    proxy's routeadm role, and its default instance keys, exist before the grants that
+    scan for them.
     """
     for module_id in module_ids:
+        image = module_id.rstrip("0123456789")  # the first instance of its image is the default
+        rdb.set(f"cluster/default_instance/{image}", module_id, nx=True)
+        rdb.set(f"node/{node_id}/default_instance/{image}", module_id, nx=True)
         define_roles(rdb, f"module/{module_id}", BUILTIN_ROLES)
     if proxy_id:
         define_roles(rdb, f"module/{proxy_id}", PROXY_ROLES)

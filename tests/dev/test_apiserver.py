@@ -133,6 +133,28 @@ def test_task_round_trip_through_the_proxy_agent(cluster):
     assert status == 200 and body["data"]["context"]["user"] == f"module/{BYPASS_ID}"
 
 
+def test_node_selector_grants_the_role_on_the_nodes_default_instance_only(cluster):
+    """cluster.grants: <image>@node resolves through node/<id>/default_instance/<image>
+    of the module's node; @any takes every instance; no default instance, no grant."""
+    from ns8dev import apiserver
+
+    r = cluster.redis()
+    apiserver.define_roles(r, "module/nethvoice-proxy2", apiserver.PROXY_ROLES)
+    r.set("node/2/default_instance/nethvoice-proxy", "nethvoice-proxy2")
+    try:
+        for module, authz, node, expected in (
+                ("tester1", "nethvoice-proxy@node:routeadm", "2", {"module/nethvoice-proxy2"}),
+                ("tester2", "nethvoice-proxy@node:routeadm", "1", {PROXY}),
+                ("tester3", "nethvoice-proxy@node:routeadm", "3", set()),
+                ("tester4", "nethvoice-proxy@any:routeadm", "1", {PROXY, "module/nethvoice-proxy2"})):
+            apiserver.grant_authorizations(r, module, [authz], node_id=node)
+            assert set(r.hgetall(f"roles/module/{module}")) == expected, module
+    finally:
+        r.delete("module/nethvoice-proxy2/roles/routeadm", "node/2/default_instance/nethvoice-proxy",
+                 *[f"roles/module/tester{i}" for i in range(1, 5)],
+                 *[f"cluster/authorizations/module/tester{i}" for i in range(1, 5)])
+
+
 def test_status_of_an_unknown_task_is_400_redis_nil(cluster):
     token = module_token(cluster, BYPASS_ID)
     status, body = call(cluster, "GET", f"/api/{PROXY}/task/no-such-task/status", token=token)

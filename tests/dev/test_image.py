@@ -24,7 +24,7 @@ LABELS = {
     "org.nethserver.rootfull": "1",
     "org.nethserver.max-per-node": "1",
     "org.nethserver.min-core": "3.16.0",
-    "org.nethserver.authorizations": "nethvoice-proxy@any:routeadm",
+    "org.nethserver.authorizations": "nethvoice-proxy@node:routeadm",
     "org.nethserver.images": "",
 }
 NOT_SHIPPED = {"tests", "dev", ".venv", ".git", "__pycache__", "node_modules", "bench"}

@@ -22,7 +22,8 @@ EXPECTED = {
     "00 Nethvoice Bypass Add": [
         "Add the module",
         "The module is rootfull and its agent runs",
-        "The module may call the proxy's route actions",
+        "The module may call the route actions of its node's proxy, and no other",
+        "A second instance on the same node is refused",
     ],
     "10 Actions": [
         "get-status runs",

@@ -106,7 +106,7 @@ def test_missing_role_is_a_clear_failure(cluster, as_module):
         clusterapi.run_task(PROXY_ID, "add-route", NV_ROUTE)
     message = str(err.value)
     assert message.startswith("not authorized:") and "\n" not in message
-    assert "the module needs nethvoice-proxy@any:routeadm" in message
+    assert "the module needs nethvoice-proxy@node:routeadm" in message
     assert cluster.redis().llen(f"module/{PROXY_ID}/tasks") == 0
 
 

@@ -15,11 +15,19 @@ The module is rootfull and its agent runs
     ${output} =    Execute Command    systemctl is-active agent@${module_id}
     Should Be Equal    ${output}    active
 
-The module may call the proxy's route actions
-    ${proxies} =    Execute Command    redis-cli --raw KEYS 'module/nethvoice-proxy*/roles/routeadm'
-    Skip If    not $proxies    no nethvoice-proxy in the cluster: nothing to grant
-    FOR    ${key}    IN    @{proxies.split()}
-        ${agent} =    Evaluate    $key.removesuffix("/roles/routeadm")
-        ${role} =    Execute Command    redis-cli --raw HGET roles/module/${module_id} ${agent}
-        Should Be Equal    ${role}    routeadm
-    END
+The module may call the route actions of its node's proxy, and no other
+    ${proxy} =    Execute Command    redis-cli --raw GET node/1/default_instance/nethvoice-proxy
+    Skip If    not $proxy    no nethvoice-proxy on node 1: nothing to grant
+    ${role} =    Execute Command    redis-cli --raw HGET roles/module/${module_id} module/${proxy}
+    Should Be Equal    ${role}    routeadm
+    ${granted} =    Execute Command    redis-cli --raw HKEYS roles/module/${module_id}
+    Should Be Equal    ${granted.strip()}    module/${proxy}
+
+A second instance on the same node is refused
+    ${output}    ${rc} =    Execute Command    add-module ${IMAGE_URL} 1    return_rc=True
+    Should Not Be Equal As Integers    ${rc}    0    a second instance was installed on node 1
+    Should Contain    ${output}    already runs on node 1
+    # add-module leaves the refused instance half-installed: remove it
+    ${second} =    Execute Command
+    ...    for m in $(redis-cli --raw HKEYS cluster/module_node | grep -x 'nethvoice-bypass[0-9]*' | grep -vx ${module_id}); do [ "$(redis-cli --raw HGET cluster/module_node $m)" = 1 ] && echo $m; done
+    Run Keyword If    $second    Execute Command    remove-module --no-preserve ${second}

@@ -15,8 +15,8 @@ agent.tasks.run() (core/imageroot/usr/local/agent/pypkg/agent/tasks/apiclient.py
 The endpoint is agent.tasks' fixed http://cluster-leader:9311 (cluster-leader is in
 every node's /etc/hosts); NETHVOICE_BYPASS_API_ENDPOINT overrides it for the sandbox.
 The api-server checks the roles granted by the image label
-org.nethserver.authorizations: nethvoice-proxy@any:routeadm allows add-route,
-get-route, remove-route and list-routes on any nethvoice-proxy instance.
+org.nethserver.authorizations: nethvoice-proxy@node:routeadm allows add-route,
+get-route, remove-route and list-routes on the node's default nethvoice-proxy.
 
 Every problem is raised as nethvoice_bypass.step.Failure with a one-line message.
 aiohttp is imported inside the functions: most actions never call another module.
@@ -38,7 +38,7 @@ REQUEST_TIMEOUT = 20.0
 CONNECT_ATTEMPTS = 3
 TRANSIENT_STATUS = (502, 503, 504)
 # What our image label grants, by target image: named in the 403 message.
-AUTHORIZATIONS = {"nethvoice-proxy": "nethvoice-proxy@any:routeadm"}
+AUTHORIZATIONS = {"nethvoice-proxy": "nethvoice-proxy@node:routeadm"}
 
 
 def endpoint():
