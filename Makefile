@@ -65,7 +65,7 @@ ui/dist/index.html: ui/node_modules/.installed $(UI_SOURCES)
 # the actions end to end again on the el9 profile (no dbus-python in the agent venv).
 test: deps validator lint ui
 	$(PY) -m pytest $(PYTEST_ARGS)
-	NODE_PROFILE=el9 $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	NODE_PROFILE=el9 $(PY) -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
 
 test-unit: venv validator
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
