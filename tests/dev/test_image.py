@@ -131,7 +131,7 @@ def test_imageroot_is_the_source_tree(build, rootfs):
 
 def test_state_include_lists_the_intent_store_and_audit_log(rootfs):
     lines = (rootfs / "imageroot/etc/state-include.conf").read_text().splitlines()
-    assert lines == ["state/bypass.json", "state/audit.jsonl"]
+    assert lines == ["state/bypass.json", "state/audit.jsonl", "state/audit.1.jsonl"]
 
 
 def test_ui(build, rootfs):
