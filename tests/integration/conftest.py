@@ -3,8 +3,11 @@
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,11 +18,63 @@ PYPKG = REPO / "imageroot" / "pypkg"
 AGENT_ID = "module/nethvoice-bypass1"
 
 
+class Running:
+    """An action running in the background on the runner, as a task the agent is
+    running: its step can be signalled the way the agent's cancel-task does."""
+
+    def __init__(self, runner, action, data):
+        self.runner, self.task_id, self.outcome = runner, str(uuid.uuid4()), {}
+        self.thread = threading.Thread(target=self._run, args=(action, data))
+        self.thread.start()
+
+    def _run(self, action, data):
+        self.outcome["result"] = self.runner.run(action, data, user="test", task_id=self.task_id)
+
+    def step_pid(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.runner._running_lock:
+                child = self.runner._running.get(self.task_id)
+            if child is not None:
+                return child.pid
+            assert self.thread.is_alive(), self.outcome
+            time.sleep(0.005)
+        raise AssertionError("the step did not start")
+
+    def wait_stopped(self, timeout=20):
+        """Until the step stopped itself at its checkpoint (NETHVOICE_BYPASS_STOP_AT)."""
+        pid = self.step_pid()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return pid
+            time.sleep(0.005)
+        raise AssertionError("the step did not reach its checkpoint")
+
+    def signal(self, sig):
+        """To the step's process group, as cancel-task does; a stopped step resumes."""
+        self.runner.cancel(sig, task_id=self.task_id)
+        if sig != signal.SIGKILL:
+            self.runner.cancel(signal.SIGCONT, task_id=self.task_id)
+
+    def result(self, timeout=60):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the action did not finish"
+        return self.outcome["result"]
+
+
 class Actions:
     def __init__(self, sandbox):
         self.sandbox = sandbox
         env = agent.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
         self.agent = agent.Agent(AGENT_ID, str(sandbox.install_dir), str(REPO / "dev" / "base-actions"), env=env)
+
+    def start(self, action, data=None, **env):
+        """Run an action in the background (see Running), env added to the agent's."""
+        self.sandbox.sync_replica()
+        runner = agent.Agent(AGENT_ID, str(self.sandbox.install_dir), str(REPO / "dev" / "base-actions"),
+                             env={**self.agent.env, **env}, log=open(os.devnull, "w"))  # noqa: SIM115
+        return Running(runner, action, data)
 
     def run(self, action, data=None, expect=0):
         self.sandbox.sync_replica()  # what the test wrote on the leader is what the action reads

@@ -7,7 +7,7 @@ FreePBX changes in one database transaction, then one `fwconsole reload`.
 from . import bypass, freepbx
 from .cluster import read_cluster
 from .forwards import select_instance
-from .step import Failure, ValidationFailed, log, set_progress
+from .step import Failure, ValidationFailed, critical, log, set_progress
 from .store import Store, now
 
 DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
@@ -108,7 +108,7 @@ def undo_routes(cluster, done):
 def configure_bypass(data):
     data = data or {}
     store = Store()
-    with store.locked():
+    with store.locked(), critical():
         cluster = read_cluster()
         instance = select_instance(cluster.nethvoice, data.get("instance"))
         return configure_instance(store, store.load(), cluster, instance, data, "configure-bypass")

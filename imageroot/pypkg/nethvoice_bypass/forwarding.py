@@ -4,6 +4,7 @@ Every action holds the state lock from reading to recording, so concurrent tasks
 and event handlers see each other's results.
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from . import conntrack, forwards
@@ -19,7 +20,18 @@ from .model import (
     family_of,
     forward_id,
 )
-from .step import Failure, ValidationFailed, log, set_progress, validation_error
+from .step import (
+    SD_WARNING,
+    Cancelled,
+    Failure,
+    ValidationFailed,
+    cancel_requested,
+    checkpoint,
+    critical,
+    log,
+    set_progress,
+    validation_error,
+)
 from .store import Store, now
 
 FORWARD_FIELDS = ("instance", "protocol", "family", "port", "source", "allow_any_source", "description")
@@ -74,11 +86,14 @@ def check_forward_request(request, prefix):
 
 # --- reading the world ---------------------------------------------------------------
 
-def read_world(intent):
+def read_world(intent, store=None):
     """The cluster view and firewalld's rules of every zone in use. firewalld is read in
-    a thread: its D-Bus waits overlap the (slow) import of redis-py."""
+    a thread: its D-Bus waits overlap the (slow) import of redis-py. With the store
+    (the caller holds its lock), an interrupted change is undone first (recover)."""
     def firewall():
         fw = Firewalld()
+        if store is not None:
+            recover(store, intent, fw)
         zone = fw.default_zone()
         return fw, zone, observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
 
@@ -135,23 +150,32 @@ def known_rules(intent, observed):
 # --- applying ------------------------------------------------------------------------
 
 def apply_changes(fw, changes):
-    """Apply rule changes: runtime one by one, permanent in one write per zone; on
-    failure undo what was done and re-raise. Conntrack flushes come last and never
-    fail the action."""
+    """Apply rule changes, every permanent change before the runtime ones: a firewalld
+    reload between two calls then re-creates only what was about to be added and
+    cannot bring back what was removed. Permanent changes go in one write per zone.
+    On failure or cancel, what was done is undone and the error raised. Conntrack
+    flushes come last and never fail the action."""
+    rules = rule_changes(changes)
     done = []
     try:
-        for change in changes:
-            if change["op"] in ("add_rule", "remove_rule") and change["config"] == RUNTIME:
-                (fw.add_rich_rule if change["op"] == "add_rule" else fw.remove_rich_rule)(
-                    change["zone"], change["rule"], RUNTIME)
-                done.append(change)
-        for zone in sorted({c["zone"] for c in changes if c.get("config") == PERMANENT}):
-            ours = [c for c in changes if c.get("config") == PERMANENT and c["zone"] == zone]
+        for zone in sorted({c["zone"] for c in rules if c["config"] == PERMANENT}):
+            ours = [c for c in rules if c["config"] == PERMANENT and c["zone"] == zone]
             fw.change_permanent_rules(zone, add=[c["rule"] for c in ours if c["op"] == "add_rule"],
                                       remove=[c["rule"] for c in ours if c["op"] == "remove_rule"])
             done += ours
+            stop_if_cancelled("after_permanent")
+        for change in (c for c in rules if c["config"] == RUNTIME):
+            (fw.add_rich_rule if change["op"] == "add_rule" else fw.remove_rich_rule)(
+                change["zone"], change["rule"], RUNTIME)
+            done.append(change)
+            stop_if_cancelled("after_runtime")
     except Failure as err:
-        undo(fw, done)
+        failures = undo(fw, done)
+        if failures:
+            raise UndoFailed(f"{err}; undoing the changes already made failed too ({failures[0]}): the next "
+                             "change or reconcile-bypass undoes them") from err
+        if isinstance(err, Cancelled):
+            raise Cancelled(f"cancelled: the {len(done)} firewalld changes already made were undone") from err
         if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
             raise ValidationFailed([validation_error("(root)", "rejected_by_firewalld",
                                                      f"{err.code}: {err.detail}")]) from err
@@ -161,7 +185,21 @@ def apply_changes(fw, changes):
                                                                       strict=True)]
 
 
-def undo(fw, done):
+def stop_if_cancelled(point):
+    checkpoint(point)
+    if cancel_requested():
+        raise Cancelled("cancelled")
+
+
+class UndoFailed(Failure):
+    """A failure after which some changes could not be undone: they stay pending."""
+
+
+def undo(fw, done, strict=False):
+    """The inverse of done changes, in the same order of configurations. Each is
+    idempotent, so undoing a change that was never made does nothing. Returns the
+    failures (logged); strict: raises the first one, after trying everything."""
+    failures = []
     for config in (PERMANENT, RUNTIME):
         for zone in sorted({c["zone"] for c in done if c["config"] == config}):
             ours = [c for c in done if c["config"] == config and c["zone"] == zone]
@@ -177,10 +215,61 @@ def undo(fw, done):
                         fw.add_rich_rule(zone, rule, RUNTIME)
             except Failure as err:
                 log(f"could not undo the {config} changes in zone {zone}: {err}")
+                failures.append(err)
+    if strict and failures:
+        raise failures[0]
+    return failures
 
 
 def rule_changes(changes):
     return [c for c in changes if c["op"] != "flush_conntrack"]
+
+
+def commit(store, intent, fw, changes, action, update=None, remove=()):
+    """Apply changes and record the outcome (the caller holds the lock and is inside
+    step.critical()). Crash-safe: the intent names the changes as pending before the
+    first is made, so wherever the step dies, no rule it wrote is without a record and
+    the next locked action undoes them (recover); the forwards are updated once every
+    change is made, in the same atomic write that clears the pending changes."""
+    before = {k: dict(v) for k, v in intent["forwards"].items()}
+    rules = rule_changes(changes)
+    stop_if_cancelled("planned")
+    if rules:
+        intent["pending"] = {"action": action, "task": os.environ.get("AGENT_TASK_ID", ""), "since": now(),
+                             "changes": rules}
+        store.save(intent)
+    try:
+        stop_if_cancelled("pending_saved")
+        flushed = apply_changes(fw, changes)
+    except UndoFailed:
+        raise  # pending stays: recover() undoes the rest
+    except BaseException:
+        intent.pop("pending", None)  # apply_changes undid what it did
+        store.save(intent)
+        raise
+    checkpoint("before_commit")
+    intent["forwards"].update(update or {})
+    for fid in remove:
+        intent["forwards"].pop(fid, None)
+    intent.pop("pending", None)
+    store.save(intent)
+    checkpoint("committed")
+    store.audit(action, rules, before, intent["forwards"])
+    if cancel_requested():
+        log("cancel requested after every change was made: the changes are kept and recorded", SD_WARNING)
+    return flushed
+
+
+def recover(store, intent, fw):
+    """Undo the changes of a step that died before recording them (see commit)."""
+    pending = intent.get("pending")
+    if not pending:
+        return
+    log(f"undoing the changes of an interrupted {pending['action']} (task {pending['task'] or '-'})", SD_WARNING)
+    undo(fw, pending["changes"], strict=True)  # on failure the record stays for the next try
+    del intent["pending"]
+    store.save(intent)
+    store.audit("recover", pending["changes"], intent["forwards"], intent["forwards"], interrupted=pending)
 
 
 # --- actions -------------------------------------------------------------------------
@@ -193,10 +282,9 @@ def add_port_forward(data):
         raise ValidationFailed(errors)
     dry_run = bool((data or {}).get("dry_run"))
     store = Store()
-    with store.locked():
+    with store.locked(), critical():
         intent = store.load()
-        cluster, fw, zone, observed = read_world(intent)
-        before = {k: dict(v) for k, v in intent["forwards"].items()}
+        cluster, fw, zone, observed = read_world(intent, None if dry_run else store)
         entries, errors = [], []
         for (_, prefix), (_, wanted) in zip(requests, checked, strict=True):
             try:
@@ -240,11 +328,9 @@ def add_port_forward(data):
         recorded = [e for e in entries if intent["forwards"].get(e["id"]) != dict(e, applied=True)]
         if not dry_run and (changes or recorded):
             set_progress(60)
-            result["conntrack"] = apply_changes(fw, changes)
-            for entry in recorded:  # new, moved, re-described, or found already in firewalld
-                intent["forwards"][entry["id"]] = dict(entry, applied=True, updated=now())
-            store.save(intent)
-            store.audit("add-port-forward", rule_changes(changes), before, intent["forwards"])
+            # new, moved, re-described, or found already in firewalld
+            update = {e["id"]: dict(e, applied=True, updated=now()) for e in recorded}
+            result["conntrack"] = commit(store, intent, fw, changes, "add-port-forward", update=update)
             observed = observe(fw, {zone} | {e["zone"] for e in entries})
         result["forwards"] = [
             describe(e, cluster, observed) if not dry_run else
@@ -263,25 +349,22 @@ def remove_port_forward(data):
     field = "ids" if "ids" in data else "id"
     dry_run = bool(data.get("dry_run"))
     store = Store()
-    with store.locked():
+    with store.locked(), critical():
         intent = store.load()
         errors = [validation_error(f"{field}.{i}" if field == "ids" else field, "not_found", fid)
                   for i, fid in enumerate(ids) if fid not in intent["forwards"]]
         if errors:
             raise ValidationFailed(errors)
         fw = Firewalld()
+        if not dry_run:
+            recover(store, intent, fw)
         entries = [intent["forwards"][fid] for fid in ids]
         observed = observe(fw, {e["zone"] for e in entries})
         changes = [c for e in entries for c in forwards.plan_forward(e, None, observed, removing=True)]
         result = {"plan": changes, "dry_run": dry_run, "changed": bool(changes), "conntrack": [],
                   "removed": ids}
         if not dry_run:
-            before = {k: dict(v) for k, v in intent["forwards"].items()}
-            result["conntrack"] = apply_changes(fw, changes)
-            for fid in ids:
-                del intent["forwards"][fid]
-            store.save(intent)
-            store.audit("remove-port-forward", rule_changes(changes), before, intent["forwards"])
+            result["conntrack"] = commit(store, intent, fw, changes, "remove-port-forward", remove=ids)
     return result
 
 
@@ -305,9 +388,11 @@ def reconcile_forwards(store, intent, cluster, dry_run, action):
     withdraw rules whose NethVoice instance is gone (kept in intent for its return).
     The caller holds the state lock."""
     result = {"plan": [], "conntrack": []}
-    if not intent["forwards"]:
+    if not intent["forwards"] and not intent.get("pending"):
         return result
     fw = Firewalld()
+    if not dry_run:
+        recover(store, intent, fw)
     entries = list(intent["forwards"].values())
     observed = observe(fw, {e["zone"] for e in entries})
     changes, updates = [], {}
@@ -318,27 +403,20 @@ def reconcile_forwards(store, intent, cluster, dry_run, action):
             updates[entry["id"]] = desired.to_rich_rule()
     result["plan"] = changes
     if (changes or updates) and not dry_run:  # updates alone: someone else moved the rule already
-        before = {k: dict(v) for k, v in intent["forwards"].items()}
-        result["conntrack"] = apply_changes(fw, changes)
-        for fid, rule in updates.items():
-            intent["forwards"][fid].update(rule=rule, updated=now())
-        store.save(intent)
-        store.audit(action, rule_changes(changes), before, intent["forwards"])
+        update = {fid: dict(intent["forwards"][fid], rule=rule, updated=now()) for fid, rule in updates.items()}
+        result["conntrack"] = commit(store, intent, fw, changes, action, update=update)
     return result
 
 
 def remove_all_forwards(store, intent, action):
     """Withdraw every rule this module recorded, and nothing else. The caller holds
     the state lock."""
-    entries = list(intent["forwards"].values())
-    if not entries:
+    if not intent["forwards"] and not intent.get("pending"):
         return []
     fw = Firewalld()
+    recover(store, intent, fw)
+    entries = list(intent["forwards"].values())
     observed = observe(fw, {e["zone"] for e in entries})
     changes = [c for e in entries for c in forwards.plan_forward(e, None, observed, removing=True)]
-    before = {k: dict(v) for k, v in intent["forwards"].items()}
-    apply_changes(fw, changes)
-    intent["forwards"] = {}
-    store.save(intent)
-    store.audit(action, rule_changes(changes), before, {})
+    commit(store, intent, fw, changes, action, remove=[e["id"] for e in entries])
     return [e["id"] for e in entries]

@@ -6,7 +6,7 @@ domain aliases are re-applied where NethVoice or the proxy changed them back.
 
 from . import configure, forwarding
 from .cluster import read_cluster
-from .step import Failure, ValidationFailed, log
+from .step import Failure, ValidationFailed, critical, log
 from .store import Store
 
 
@@ -14,9 +14,9 @@ def reconcile(data=None, action="reconcile-bypass"):
     dry_run = bool((data or {}).get("dry_run"))
     store = Store()
     result = {"plan": [], "dry_run": dry_run, "changed": False, "conntrack": [], "reloaded": [], "problems": []}
-    with store.locked():
+    with store.locked(), critical():
         intent = store.load()
-        if not intent["forwards"] and not intent.get("bypass"):
+        if not intent["forwards"] and not intent.get("bypass") and not intent.get("pending"):
             return result
         cluster = read_cluster()
         forwards = forwarding.reconcile_forwards(store, intent, cluster, dry_run, action)
@@ -46,7 +46,7 @@ def undo_all(action="destroy-module"):
     even when another fails, so a removal leaves as little behind as possible."""
     store = Store()
     result = {"removed": [], "restored": [], "problems": []}
-    with store.locked():
+    with store.locked(), critical():
         intent = store.load()
         try:
             result["removed"] = forwarding.remove_all_forwards(store, intent, action)

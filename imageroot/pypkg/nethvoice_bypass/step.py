@@ -5,11 +5,17 @@ stdout; logs go to stderr with systemd priority prefixes; agent commands
 (set-status, set-progress, set-weight) are lines on the file descriptor named by
 AGENT_COMFD (stderr when unset, as the core `agent` library does).
 Validation failures are a list of {field, parameter, value, error} and exit code 10.
+
+A cancel (the agent's SIGTERM to the step's process group) ends a step at once,
+except inside critical(): there it is noted, and the step stops at its next safe
+point (cancel_point), after finishing or undoing the change in progress.
 """
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import sys
 
 EXIT_VALIDATION_FAILED = 10
@@ -41,6 +47,41 @@ class ValidationFailed(Exception):
 
 class Failure(Exception):
     """An expected operational failure: its message is shown to the user as is."""
+
+
+class Cancelled(Failure):
+    """The task was cancelled (SIGTERM)."""
+
+
+# Test seam: NETHVOICE_BYPASS_STOP_AT=<point> makes the step stop itself (SIGSTOP)
+# there, so a fault test can kill or cancel it at a known position.
+STOP_AT_ENV = "NETHVOICE_BYPASS_STOP_AT"
+_cancel = {"requested": False, "critical": 0}
+
+
+def _on_sigterm(_signum, _frame):
+    _cancel["requested"] = True
+    if not _cancel["critical"]:
+        raise Cancelled("cancelled: nothing was changed")
+
+
+@contextlib.contextmanager
+def critical():
+    """A section a cancel does not interrupt; cancel_point() decides where it stops."""
+    _cancel["critical"] += 1
+    try:
+        yield
+    finally:
+        _cancel["critical"] -= 1
+
+
+def cancel_requested():
+    return _cancel["requested"]
+
+
+def checkpoint(name):
+    if os.environ.get(STOP_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def log(message, priority=SD_INFO):
@@ -101,6 +142,7 @@ def run(main, stream=None):
     Never lets a traceback reach the user: expected failures print their message,
     anything else one line naming the exception.
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         data = read_input(stream)
         result = main(data)
