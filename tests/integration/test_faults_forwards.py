@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import firewall_state
+from nodetools import firewall_state
 
 pytestmark = pytest.mark.integration
 

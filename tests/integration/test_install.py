@@ -2,7 +2,7 @@
 is given (max-per-node is advisory for add-module with an image URL)."""
 
 import pytest
-from conftest import REPO
+from nodetools import REPO
 from ns8dev import agent
 from ns8dev.sandbox import module_environment, write_env
 

@@ -2,7 +2,7 @@
 update from the single-port layout (1.7), which repoints UDP forwards by itself."""
 
 import pytest
-from conftest import firewall_state, probe_from_remote, rich_rules
+from nodetools import firewall_state, probe_from_remote, rich_rules
 from ns8dev.sandbox import ASTERISK_SERVER, nethvoice_protection_rules
 
 pytestmark = pytest.mark.integration

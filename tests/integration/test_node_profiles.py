@@ -5,7 +5,7 @@ directory under both sandbox profiles (NODE_PROFILE)."""
 import subprocess
 
 import pytest
-from conftest import AGENT_ID, REPO, firewall_state
+from nodetools import AGENT_ID, REPO, firewall_state
 from ns8dev import agent
 
 pytestmark = pytest.mark.integration

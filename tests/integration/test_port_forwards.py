@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import firewall_state, probe_from_remote, rich_rules
+from nodetools import firewall_state, probe_from_remote, rich_rules
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Drift, NethVoice port changes, instance removal and module removal."""
 
 import pytest
-from conftest import firewall_state, publish_event, rich_rules
+from nodetools import firewall_state, publish_event, rich_rules
 
 pytestmark = pytest.mark.integration
 

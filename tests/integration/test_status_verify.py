@@ -1,7 +1,7 @@
 """get-status and verify-bypass on the sandbox node."""
 
 import pytest
-from conftest import probe_from_remote
+from nodetools import probe_from_remote
 
 pytestmark = pytest.mark.integration
 
