@@ -399,6 +399,7 @@ class Sandbox:
         self.mariadb = {}
         self.state = {}
         self._procs = {}  # name -> Popen, for processes this object started
+        self._spawned = {}  # name -> (argv, kwargs): how to start it again
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -482,7 +483,46 @@ class Sandbox:
     def _spawn(self, name, argv, **kwargs):
         popen = procs.start([str(a) for a in argv], self.log_dir / f"{name}.log", **kwargs)
         self._track(name, popen)
+        self._spawned[name] = (argv, kwargs)
         return popen
+
+    @contextlib.contextmanager
+    def stopped(self, name):
+        """A service of the node down for a while (e.g. "redis-replica", "mariadb"):
+        stopped, then started again as before and waited for."""
+        procs.stop(self._procs[name])
+        try:
+            yield
+        finally:
+            argv, kwargs = self._spawned[name]
+            self._spawn(name, argv, **kwargs)
+            ready = {"redis-replica": self._replica_linked, "mariadb": self._mariadb_answers}.get(name)
+            if ready:
+                procs.wait_for(ready, 30, f"{name} to be back")
+
+    @contextlib.contextmanager
+    def frozen(self, name):
+        """A service that hangs for a while (SIGSTOP, then SIGCONT): its clients time out."""
+        os.kill(self._procs[name].pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self._procs[name].pid, signal.SIGCONT)
+
+    def _replica_linked(self):
+        import redis
+
+        host, port = self.redis["replica_address"].split(":")
+        try:
+            with redis.Redis(host=host, port=int(port), username="cluster",
+                             password=self.redis["cluster"]["password"]) as r:
+                return r.info("replication").get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
+
+    def _mariadb_answers(self):
+        return run("mariadb-admin", "--no-defaults", f"--socket={self.mariadb['socket']}", "-uroot",
+                   f"-p{self.mariadb['password']}", "ping", check=False).returncode == 0
 
     def _network(self):
         node, remote = self.netns["node"], self.netns["remote"]
@@ -602,20 +642,15 @@ class Sandbox:
             for name in ("redis", "redis-replica"):
                 if self._procs[name].poll() is not None:
                     raise RuntimeError(f"{name} exited:\n{tail(self.log_dir / f'{name}.log')}")
-            import redis
-
-            host, port = replica.split(":")
-            try:
-                with redis.Redis(host=host, port=int(port), username="cluster", password=pw["cluster"]) as r:
-                    return r.info("replication").get("master_link_status") == "up"
-            except redis.RedisError:
-                return False
+            return self._replica_linked()
 
         procs.wait_for(ready, 10, "redis-server and its replica")
 
     def sync_replica(self):
         """Wait until the replica has every write made so far on the leader (what a test
-        wrote there must be what the next action reads)."""
+        wrote there must be what the next action reads). Not while it is stopped."""
+        if self._procs["redis-replica"].poll() is not None:
+            return
         r = self.redis_client("cluster")
         try:
             if r.execute_command("WAIT", 1, 2000) < 1:

@@ -83,6 +83,28 @@ def test_status_page_shows_core_cards_checks_and_probes(app, sandbox):
     app.screenshot("status")
 
 
+def test_status_page_with_firewalld_stopped_names_the_outage(app, sandbox):
+    added = run_action(sandbox, "add-port-forward", {"source": "192.0.2.10"})
+    assert added["exit_code"] == 0, added["error"]
+    sandbox.firewalld.stop_daemon()
+    try:
+        app.frame.locator("[data-test=refresh-status]").click()
+        check = app.frame.locator("[data-test=checks] .check[data-check=firewalld_unreachable]")
+        check.wait_for(timeout=30_000)
+        assert check.locator(".title").inner_text() == translations("en")["checks.firewalld_unreachable"]
+        severities = app.frame.locator("[data-test=checks] .check")
+        assert severities.first.get_attribute("data-severity") == "error"  # errors first
+        assert "systemctl start firewalld" in check.inner_text()
+        forwards = app.frame.locator("[data-test=summary-forwards]")
+        assert translations("en")["forwards.state.unknown"] in forwards.inner_text()
+        assert "nethvoice1" in app.frame.locator("[data-test=summary-nethvoice]").inner_text()
+        app.screenshot("status-firewalld-down")
+    finally:
+        sandbox.firewalld.start_daemon()
+        removed = run_action(sandbox, "remove-port-forward", {"id": added["output"]["forward"]["id"]})
+        assert removed["exit_code"] == 0, removed["error"]
+
+
 def test_add_forward_previews_then_applies(app, sandbox):
     remove_forward_if_present(sandbox, E2E_FORWARD_ID)
     before = forward_rules(rich_rules(sandbox), E2E_SOURCE)

@@ -41,7 +41,7 @@ def forward_checks(snapshot):
             out.append(finding("forward_instance_missing", ERROR,
                                f"forward {fwd['id']} targets {fwd['instance']}, which is not on this node",
                                "remove the forward, or restore the instance and run reconcile-bypass", subject))
-        elif state != "in_sync":
+        elif state not in ("in_sync", "unknown"):  # unknown: an outage finding says why
             out.append(finding("forward_not_applied", ERROR,
                                f"forward {fwd['id']} is {state.replace('_', ' ')} in firewalld",
                                "run reconcile-bypass to re-apply it", subject))
@@ -159,5 +159,34 @@ def platform_checks(snapshot):
     return out
 
 
+def outage_checks(snapshot):
+    """What could not be read, and how to bring it back."""
+    outages = snapshot.get("outages") or {}
+    out = []
+    if "firewalld" in outages:
+        out.append(finding("firewalld_unreachable", ERROR, outages["firewalld"],
+                           "start firewalld (systemctl start firewalld), then run reconcile-bypass", "firewalld"))
+    if "redis" in outages:
+        out.append(finding("redis_unreachable", ERROR, outages["redis"],
+                           "check the node's Redis (systemctl status redis) and, on a worker node, its link "
+                           "to the leader", "redis"))
+    for instance, message in sorted((outages.get("freepbx") or {}).items()):
+        out.append(finding("freepbx_unreachable", ERROR, message,
+                           f"check the instance's database (runagent -m {instance} systemctl --user status "
+                           "mariadb)", instance))
+    if "proxy_routes" in outages:
+        out.append(finding("proxy_routes_unreadable", WARNING,
+                           f"the proxy's routes could not be read: {outages['proxy_routes']}",
+                           "check the proxy module and the cluster API, then run get-status again", "proxy"))
+    pending = snapshot.get("pending")
+    if pending:
+        out.append(finding("change_interrupted", WARNING,
+                           f"a change of {pending['action']} (task {pending['task'] or '-'}, {pending['since']}) "
+                           "was interrupted before it was recorded",
+                           "run reconcile-bypass: it undoes that change first", pending["task"]))
+    return out
+
+
 def run_checks(snapshot):
-    return forward_checks(snapshot) + nat_checks(snapshot) + trunk_checks(snapshot) + platform_checks(snapshot)
+    return (outage_checks(snapshot) + forward_checks(snapshot) + nat_checks(snapshot) + trunk_checks(snapshot)
+            + platform_checks(snapshot))

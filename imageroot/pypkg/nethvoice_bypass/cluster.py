@@ -20,10 +20,14 @@ def redis_address():
 
 def connect():
     import redis  # lazy: keeps actions that do not need Redis fast to start
+    from redis.backoff import ConstantBackoff
+    from redis.retry import Retry
 
     host, _, port = redis_address().rpartition(":")
-    return redis.Redis(host=host or "127.0.0.1", port=int(port), username="default",
-                       password="nopass", decode_responses=True, socket_timeout=5)
+    # bounded: a Redis that is down or hung costs a few seconds, not redis-py's default retries
+    return redis.Redis(host=host or "127.0.0.1", port=int(port), username="default", password="nopass",
+                       decode_responses=True, socket_timeout=3, socket_connect_timeout=2,
+                       retry=Retry(ConstantBackoff(0.2), 1))
 
 
 def image_name(image_url):

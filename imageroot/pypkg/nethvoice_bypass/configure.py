@@ -17,16 +17,16 @@ def empty_instance_intent():
     return {"trunks": {}, "nat": None, "domain_aliases": {}}
 
 
-def proxy_task(cluster, action, data):
-    from .clusterapi import run_task
+def proxy_task(cluster, action, data, timeout=None):
+    from .clusterapi import DEFAULT_TIMEOUT, run_task
 
     if not cluster.proxy_id:
         raise Failure("this node has no nethvoice-proxy: domain aliases need one")
-    return run_task(cluster.proxy_id, action, data, check=True)["output"]
+    return run_task(cluster.proxy_id, action, data, timeout=timeout or DEFAULT_TIMEOUT, check=True)["output"]
 
 
-def read_routes(cluster):
-    return {r["domain"]: r for r in proxy_task(cluster, "list-routes", {}) or []}
+def read_routes(cluster, timeout=None):
+    return {r["domain"]: r for r in proxy_task(cluster, "list-routes", {}, timeout) or []}
 
 
 def other_instance_trunks(cluster, instance):

@@ -124,8 +124,10 @@ def describe_all(intent, cluster, observed):
 
 
 def describe(entry, cluster, observed):
-    desired = forwards.desired_rule(entry, cluster)
-    rule = forwards.current_rule(entry, desired, observed)
+    """One forward's view; its state is "unknown" while the cluster or firewalld cannot
+    be read (cluster or observed None)."""
+    desired = forwards.desired_rule(entry, cluster) if cluster else None
+    rule = forwards.current_rule(entry, desired, observed) if observed else entry["rule"]
     return {
         "id": entry["id"],
         "instance": entry["instance"],
@@ -137,8 +139,9 @@ def describe(entry, cluster, observed):
         "zone": entry["zone"],
         "rule": rule,
         "target_port": desired.to_port if desired else None,
-        "state": forwards.forward_state(entry, desired, observed),
-        "present": forwards.presence(rule, entry["zone"], observed),
+        "state": forwards.forward_state(entry, desired, observed) if cluster and observed else "unknown",
+        "present": forwards.presence(rule, entry["zone"], observed) if observed else
+        {"runtime": None, "permanent": None},
     }
 
 

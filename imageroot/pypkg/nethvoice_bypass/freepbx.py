@@ -6,6 +6,7 @@ as root, `runagent -m <id>` runs it in the instance's context. One call per read
 
 import ipaddress
 import json
+import os
 import subprocess
 
 from .step import Failure
@@ -14,16 +15,31 @@ from .step import Failure
 TRUNK_KEYWORDS = ("registration", "outbound_proxy", "sip_server", "sip_server_port", "transport")
 
 
-def run_sql(instance, sql):
-    argv = ["runagent", "-m", instance, "mysql", "asterisk", "--batch", "--skip-column-names", "--raw",
-            "-e", sql]
+# Seconds to wait for the database: a change (one transaction), a read for a status.
+SQL_TIMEOUT = float(os.environ.get("NETHVOICE_BYPASS_SQL_TIMEOUT") or 60)
+READ_TIMEOUT = 5.0
+RELOAD_TIMEOUT = 600
+
+
+def run_command(instance, argv, timeout, what):
+    """A command in the instance's context. Its own session: a cancel (SIGTERM to the
+    step's process group) lets it finish instead of tearing it in the middle."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError as err:
-        raise Failure("runagent is not on PATH: this action must run on an NS8 node") from err
+        proc = subprocess.run(["runagent", "-m", instance, *argv], capture_output=True, text=True,
+                              timeout=timeout, start_new_session=True)
+    except FileNotFoundError:
+        raise Failure("runagent is not on PATH: this action must run on an NS8 node") from None
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{what} of {instance} did not answer within {timeout:g} s") from None
     if proc.returncode != 0:
-        raise Failure(f"FreePBX database of {instance} not readable: {proc.stderr.strip()[-300:]}")
+        lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["no error output"]
+        raise Failure(f"{what} of {instance} failed: {lines[-1][-300:]}")
     return proc.stdout
+
+
+def run_sql(instance, sql, timeout=None):
+    return run_command(instance, ["mysql", "asterisk", "--batch", "--skip-column-names", "--raw", "-e", sql],
+                       timeout or SQL_TIMEOUT, "the FreePBX database")
 
 
 def trunks_query():
@@ -34,8 +50,8 @@ def trunks_query():
             f"'disabled', t.disabled, {fields})) FROM trunks t")
 
 
-def read_trunks(instance):
-    out = run_sql(instance, trunks_query()).strip()
+def read_trunks(instance, timeout=None):
+    out = run_sql(instance, trunks_query(), timeout).strip()
     return [] if out in ("", "NULL") else sorted(json.loads(out), key=lambda t: int(t["id"]))
 
 
@@ -43,11 +59,11 @@ def _setting(key):
     return f"(SELECT s.val FROM kvstore_Sipsettings s WHERE s.`key` = '{key}' AND s.id = 'noid' LIMIT 1)"
 
 
-def read_site(instance):
+def read_site(instance, timeout=None):
     """Trunks and NAT settings in one call: {"trunks": [...], "externip", "localnets"}."""
     sql = (f"SELECT JSON_OBJECT('trunks', ({trunks_query()}), "
            f"'externip', {_setting('externip')}, 'localnets', {_setting('localnets')})")
-    site = json.loads(run_sql(instance, sql))
+    site = json.loads(run_sql(instance, sql, timeout))
     site["trunks"] = sorted(site["trunks"] or [], key=lambda t: int(t["id"]))
     site["localnets"] = parse_localnets(site["localnets"])
     site["externip"] = site["externip"] or ""
@@ -126,10 +142,7 @@ def apply_changes(instance, changes):
 
 def reload(instance):
     """Regenerate Asterisk's configuration from the database (once per apply)."""
-    proc = subprocess.run(["runagent", "-m", instance, "fwconsole", "reload"], capture_output=True,
-                          text=True, timeout=600)
-    if proc.returncode != 0:
-        raise Failure(f"fwconsole reload failed on {instance}: {proc.stderr.strip()[-300:]}")
+    run_command(instance, ["fwconsole", "reload"], RELOAD_TIMEOUT, "fwconsole reload")
 
 
 def transport_protocol(trunk):

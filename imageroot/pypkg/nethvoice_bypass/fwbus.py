@@ -36,7 +36,7 @@ FIREWALLD_ERROR = "org.fedoraproject.FirewallD1.Exception"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 RUNTIME, PERMANENT = "runtime", "permanent"
 IDEMPOTENT = ("ALREADY_ENABLED", "NOT_ENABLED")
-CALL_TIMEOUT = 10.0  # seconds per D-Bus call (dbus-python's default is 25)
+CALL_TIMEOUT = 5.0  # seconds per D-Bus call (dbus-python's default is 25)
 NOT_RUNNING = ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner")
 NO_BUS = ("org.freedesktop.DBus.Error.FileNotFound", "org.freedesktop.DBus.Error.NoServer",
           "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected",

@@ -4,6 +4,8 @@ Forwards follow NethVoice's ports and instances; bypassed trunks, NAT settings a
 domain aliases are re-applied where NethVoice or the proxy changed them back.
 """
 
+import os
+
 from . import configure, forwarding
 from .cluster import read_cluster
 from .step import Failure, ValidationFailed, critical, log
@@ -42,8 +44,9 @@ def reconcile(data=None, action="reconcile-bypass"):
 
 def undo_all(action="destroy-module"):
     """On module removal: withdraw our firewalld rules and proxy routes, give trunks
-    their proxy back and FreePBX its previous NAT settings. Each part is attempted
-    even when another fails, so a removal leaves as little behind as possible."""
+    their proxy back and FreePBX its previous NAT settings. Each part is tried even
+    when another fails; if any fails, the action fails, so remove-module stops and
+    the state dir, which records what is left to undo, survives."""
     store = Store()
     result = {"removed": [], "restored": [], "problems": []}
     with store.locked(), critical():
@@ -53,17 +56,29 @@ def undo_all(action="destroy-module"):
         except Failure as err:
             result["problems"].append({"instance": "", "message": str(err)})
         bypassed = {i: m for i, m in intent.get("bypass", {}).items() if any(m.values())}
-        if not bypassed:
-            return result
-        cluster = read_cluster()
-        for instance in sorted(bypassed):
-            if instance not in cluster.nethvoice:
-                continue
-            try:
-                configure.configure_instance(store, intent, cluster, instance,
-                                             {"trunks": [], "nat": None, "domain_aliases": []}, action)
-                result["restored"].append(instance)
-            except (Failure, ValidationFailed) as err:
-                log(f"could not undo the bypass of {instance}: {err}")
-                result["problems"].append({"instance": instance, "message": str(err)})
+        if bypassed:
+            restore_all(store, intent, bypassed, action, result)
+    if result["problems"]:
+        module = os.environ.get("MODULE_ID", "<module id>")
+        raise Failure("the bypass could not be fully undone, so the module stays installed: "
+                      + "; ".join(p["message"] for p in result["problems"])
+                      + f" (fix the cause and remove it again, or force: remove-module --force {module})")
     return result
+
+
+def restore_all(store, intent, bypassed, action, result):
+    try:
+        cluster = read_cluster()
+    except Failure as err:
+        result["problems"].append({"instance": "", "message": str(err)})
+        return
+    for instance in sorted(bypassed):
+        if instance not in cluster.nethvoice:
+            continue  # gone with its database: nothing to give back
+        try:
+            configure.configure_instance(store, intent, cluster, instance,
+                                         {"trunks": [], "nat": None, "domain_aliases": []}, action)
+            result["restored"].append(instance)
+        except (Failure, ValidationFailed) as err:
+            log(f"could not undo the bypass of {instance}: {err}")
+            result["problems"].append({"instance": instance, "message": str(err)})

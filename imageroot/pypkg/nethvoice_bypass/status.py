@@ -2,7 +2,9 @@
 
 Reads run side by side: the core's own get-status step (a subprocess), one mysql
 call per NethVoice instance (threads), one Redis pipeline and one firewalld listing
-per configuration.
+per configuration. Each part that cannot be read (firewalld, Redis, a FreePBX
+database, the proxy's routes) leaves its place empty and becomes an `error` finding
+naming what is down; every read is bounded to a few seconds.
 """
 
 import json
@@ -12,7 +14,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from . import checks, forwards
-from .forwarding import describe_all, known_rules, read_world
+from .forwarding import describe_all, known_rules, observe
 from .forwards import PERMANENT, RUNTIME, target_port
 from .model import BYPASS_PRIORITY, parse_rich_rule
 from .step import Failure, log
@@ -38,7 +40,12 @@ def start_core_status():
 
 def finish_core_status(proc):
     if proc is not None:
-        out, err = proc.communicate()
+        try:
+            out, err = proc.communicate(timeout=CORE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err = f"no answer within {CORE_TIMEOUT} s"
         if proc.returncode == 0:
             try:
                 return json.loads(out)
@@ -50,11 +57,14 @@ def finish_core_status(proc):
             "node_ui_name": "", "services": [], "images": [], "volumes": []}
 
 
+CORE_TIMEOUT = 8
+
+
 def read_site(instance):
     from . import freepbx
 
     try:
-        return freepbx.read_site(instance)
+        return freepbx.read_site(instance, freepbx.READ_TIMEOUT)
     except Failure as err:
         log(str(err))
         return {"trunks": [], "externip": "", "localnets": [], "error": str(err)}
@@ -77,17 +87,22 @@ def proxy_view(cluster, zone_rules):
     }
 
 
-def routes_view(cluster, intent):
-    wanted = {i: b.get("domain_aliases", {}) for i, b in intent.get("bypass", {}).items()}
-    if not any(wanted.values()):
-        return {i: [] for i in wanted}
-    try:
-        from .configure import read_routes
+def read_routes(cluster, intent):
+    """The proxy's routes, when a domain alias needs them: {domain: route}, None when
+    unreadable (with the reason), {} when not needed."""
+    from .configure import read_routes
 
-        routes = read_routes(cluster)
+    if cluster is None or not any(b.get("domain_aliases") for b in intent.get("bypass", {}).values()):
+        return {}, None
+    try:
+        return read_routes(cluster, timeout=5), None
     except Failure as err:
         log(f"proxy routes not readable: {err}")
-        routes = None
+        return None, str(err)
+
+
+def routes_view(routes, intent):
+    wanted = {i: b.get("domain_aliases", {}) for i, b in intent.get("bypass", {}).items()}
     return {i: [{"domain": d, "uri": a.get("uri", ""), "present": None if routes is None else d in routes}
                 for d, a in sorted(aliases.items())] for i, aliases in wanted.items()}
 
@@ -99,11 +114,48 @@ def orphaned_rules(zone_rules, ours):
                   if (rule := parse_rich_rule(text)) and rule.priority == BYPASS_PRIORITY)
 
 
-def bypass_view(intent, cluster, zone, observed, props, sites):
-    zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
+def read_firewall(intent):
+    from .firewalld import Firewalld
+
+    fw = Firewalld()
+    zone = fw.default_zone()
+    observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+    return zone, observed, fw.config_properties()
+
+
+def read_parts(intent):
+    """Every part that can be read, side by side; `outages` says what could not."""
+    from .cluster import read_cluster
+
+    outages = {}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        firewall = pool.submit(read_firewall, intent)
+        try:
+            cluster = read_cluster()
+        except Failure as err:
+            cluster, outages["redis"] = None, str(err)
+        instances = list(cluster.nethvoice) if cluster else []
+        sites = pool.map(read_site, instances)
+        routes = pool.submit(read_routes, cluster, intent)
+        try:
+            zone, observed, props = firewall.result()
+        except Failure as err:
+            zone, observed, props, outages["firewalld"] = "", None, {}, str(err)
+        sites = dict(zip(instances, sites, strict=True))
+        routes, problem = routes.result()
+    if problem:
+        outages["proxy_routes"] = problem
+    outages["freepbx"] = {i: site["error"] for i, site in sites.items() if "error" in site}
+    return cluster, zone, observed, props, sites, routes, outages
+
+
+def bypass_view(intent, cluster, zone, observed, props, sites, routes):
+    zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT] if observed else set()
     described = describe_all(intent, cluster, observed)
     trunks, nat = {}, {}
     for instance, site in sites.items():
+        if "error" in site:
+            continue
         managed = intent.get("bypass", {}).get(instance, {})
         ids = set(managed.get("trunks", {}))
         trunks[instance] = [
@@ -114,38 +166,34 @@ def bypass_view(intent, cluster, zone, observed, props, sites):
             for t in site["trunks"]]
         nat[instance] = {"externip": site["externip"], "localnets": site["localnets"],
                          "managed": bool(managed.get("nat"))}
-    snapshot = {
+    return {
         "zone": zone,
-        "instances": cluster.nethvoice,
-        "proxy": proxy_view(cluster, zone_rules),
+        "instances": cluster.nethvoice if cluster else {},
+        "proxy": proxy_view(cluster, zone_rules) if cluster else None,
         "forwards": described,
-        "orphaned_rules": orphaned_rules(zone_rules, known_rules(intent, observed)),
+        "orphaned_rules": orphaned_rules(zone_rules, known_rules(intent, observed)) if observed else [],
         "trunks": trunks,
         "nat": nat,
-        "domain_aliases": routes_view(cluster, intent),
-        "cluster_network": cluster.cluster_network,
+        "domain_aliases": routes_view(routes, intent),
+        "cluster_network": cluster.cluster_network if cluster else None,
         "strict_forward_ports": str(props.get("StrictForwardPorts", "no")).lower() in ("yes", "true"),
         "conntrack_available": shutil.which("conntrack") is not None,
     }
-    return snapshot
 
 
 def get_status(_data=None):
     core = start_core_status()
     store = Store()
     intent = store.load()  # read-only: no lock, the intent file is replaced atomically
-    cluster, fw, zone, observed = read_world(intent)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        sites = pool.map(read_site, cluster.nethvoice)
-        props = fw.config_properties()
-        sites = dict(zip(cluster.nethvoice, sites, strict=True))
-    snapshot = bypass_view(intent, cluster, zone, observed, props, sites)
+    cluster, zone, observed, props, sites, routes, outages = read_parts(intent)
+    snapshot = bypass_view(intent, cluster, zone, observed, props, sites, routes)
+    snapshot.update(outages=outages, pending=intent.get("pending"))
     findings = checks.run_checks(snapshot)
     instances = [{"id": i, "host": env.get("NETHVOICE_HOST", ""),
                   "sip_ports": {"udp": target_port(env, "udp"), "tcp": target_port(env, "tcp"),
                                 "tls": int(env["ASTERISK_SIPS_PORT"]) if env.get("ASTERISK_SIPS_PORT", "").isdigit()
                                 else None}}
-                 for i, env in cluster.nethvoice.items()]
+                 for i, env in snapshot["instances"].items()]
     status = finish_core_status(core)
     status["bypass"] = {
         "zone": snapshot["zone"],
@@ -159,7 +207,8 @@ def get_status(_data=None):
         "firewalld": {"strict_forward_ports": snapshot["strict_forward_ports"],
                       "conntrack_available": snapshot["conntrack_available"]},
         "checks": findings,
-        "audit": [{"time": r["time"], "task": r["task"], "user": r["user"], "action": r["action"],
-                   "changes": len(r.get("changes", []))} for r in store.audit_tail(10)],
+        "audit": [{"time": r.get("time", ""), "task": r.get("task", ""), "user": r.get("user", ""),
+                   "action": r.get("action", ""), "changes": len(r.get("changes") or [])}
+                  for r in store.audit_tail(10)],
     }
     return status

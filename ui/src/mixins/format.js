@@ -18,6 +18,7 @@ export const STATE_TAG_KINDS = {
   missing_permanent: "magenta",
   stale_target: "purple",
   instance_missing: "cool-gray",
+  unknown: "gray",
 };
 
 export const OUTCOME_TAG_KINDS = {
