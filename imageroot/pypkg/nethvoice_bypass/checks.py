@@ -184,6 +184,17 @@ def outage_checks(snapshot):
                            f"a change of {pending['action']} (task {pending['task'] or '-'}, {pending['since']}) "
                            "was interrupted before it was recorded",
                            "run reconcile-bypass: it undoes that change first", pending["task"]))
+    for instance, marks in sorted((snapshot.get("instance_pending") or {}).items()):
+        if marks.get("pending"):
+            task = marks["pending"]
+            out.append(finding("change_interrupted", WARNING,
+                               f"a change of {task['action']} to {instance} (task {task['task'] or '-'}, "
+                               f"{task['since']}) was interrupted: it is recorded, maybe not applied",
+                               "run reconcile-bypass: it applies what is recorded", instance))
+        elif marks.get("reload_pending"):
+            out.append(finding("freepbx_reload_pending", WARNING,
+                               f"the bypass changes of {instance} are in its database, but the FreePBX reload "
+                               "that brings them to Asterisk failed", "run reconcile-bypass: it reloads", instance))
     return out
 
 

@@ -4,10 +4,12 @@ Order of apply: proxy routes first (each is undone if a later step fails), then 
 FreePBX changes in one database transaction, then one `fwconsole reload`.
 """
 
+import os
+
 from . import bypass, freepbx
 from .cluster import read_cluster
 from .forwards import select_instance
-from .step import Failure, ValidationFailed, critical, log, set_progress
+from .step import Cancelled, Failure, ValidationFailed, cancel_requested, critical, log, set_progress
 from .store import Store, now
 
 DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
@@ -87,7 +89,7 @@ def apply_routes(cluster, changes):
             else:
                 continue
             done.append(change)
-    except Failure:
+    except BaseException:
         undo_routes(cluster, done)
         raise
     return done
@@ -125,8 +127,35 @@ def recorded_request(mine):
     return data
 
 
+def recorded_state(mine, site, cluster, instance, data, desired_trunks, nat_desired, domains):
+    """What the instance's record becomes once the plan is applied. Trunks asked for
+    are managed even when they need no change (already without the proxy)."""
+    after = settled(mine)
+    trunks_by_id = {str(t["id"]): t for t in site["trunks"]}
+    if desired_trunks is not None:
+        after["trunks"] = {tid: {"name": trunks_by_id[tid]["name"],
+                                 "since": mine["trunks"].get(tid, {}).get("since", now())} for tid in desired_trunks}
+    if nat_desired is not None:
+        previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
+                                                          "localnets": site["localnets"]}
+        after["nat"] = {**nat_desired, "previous": previous}
+    elif "nat" in data:
+        after["nat"] = None
+    if domains is not None:
+        after["domain_aliases"] = {d: {"uri": bypass.route_uri(cluster.proxy, cluster.nethvoice[instance])}
+                                   for d in domains}
+    return after
+
+
 def configure_instance(store, intent, cluster, instance, data, action):
-    """Plan and apply one instance's bypass; the caller holds the state lock."""
+    """Plan and apply one instance's bypass; the caller holds the state lock and is
+    inside step.critical().
+
+    The new record is written before the first change, marked pending: a step that
+    dies midway leaves its changes recorded, and reconcile re-applies them. A failure
+    or a cancel before the database commit undoes the route changes and restores the
+    record. After the commit the change is recorded whatever happens to the reload;
+    a reload that fails stays due (reload_pending) and the next run does it."""
     dry_run = bool(data.get("dry_run"))
     mine = intent.setdefault("bypass", {}).get(instance) or empty_instance_intent()
     site = freepbx.read_site(instance)
@@ -138,37 +167,55 @@ def configure_instance(store, intent, cluster, instance, data, action):
     bypassed = desired_trunks if desired_trunks is not None else list(mine["trunks"])
     warnings = bypass.warnings_for(trunks_by_id, bypassed,
                                    [c for c in changes if c["op"] in ("set_externip", "set_localnets")])
+    db_changes = [c for c in changes if c["op"] in DB_OPS]
+    reload_due = bool(db_changes) or bool(mine.get("reload_pending"))
+    after = recorded_state(mine, site, cluster, instance, data, desired_trunks, nat_desired, domains)
     result = {"instance": instance, "plan": changes, "dry_run": dry_run, "changed": bool(changes),
               "reloaded": False, "warnings": warnings}
-    if dry_run or not changes:
+    if dry_run or (not changes and not reload_due and after == settled(mine)):
         return result
-    before = dict(mine)
-    done_routes = apply_routes(cluster, changes)
-    set_progress(60)
-    db_changes = [c for c in changes if c["op"] in DB_OPS]
-    if db_changes:
+    stop_if_cancelled()
+    task = {"action": action, "task": os.environ.get("AGENT_TASK_ID", ""), "since": now()}
+    record(store, intent, instance, dict(after, reload_pending=reload_due, pending=task))
+    try:
+        done_routes = apply_routes(cluster, changes)
         try:
-            freepbx.apply_changes(instance, db_changes)
-        except Failure as err:
+            set_progress(60)
+            stop_if_cancelled()
+            if db_changes:
+                freepbx.apply_changes(instance, db_changes)
+        except BaseException:
             undo_routes(cluster, done_routes)
-            raise Failure(f"{err}; the database was left unchanged and route changes were undone") from err
-        freepbx.reload(instance)
+            raise
+    except BaseException as err:
+        record(store, intent, instance, mine)
+        if isinstance(err, Failure) and changes:
+            raise type(err)(f"{err}; nothing was changed (route changes undone, database left as it was)") from err
+        raise
+    record(store, intent, instance, dict(after, reload_pending=reload_due))
+    if reload_due:
+        try:
+            freepbx.reload(instance)
+        except Failure as err:
+            store.audit(action, changes, mine, intent["bypass"][instance], instance=instance, reloaded=False)
+            raise Failure(f"the changes were applied and recorded, but {err}: the next configure-bypass or "
+                          "reconcile-bypass reloads") from err
         result["reloaded"] = True
-    if desired_trunks is not None:
-        mine["trunks"] = {tid: {"name": trunks_by_id[tid]["name"], "since": mine["trunks"].get(tid, {})
-                                .get("since", now())} for tid in desired_trunks}
-    if nat_desired is not None:
-        previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
-                                                          "localnets": site["localnets"]}
-        mine["nat"] = {**nat_desired, "previous": previous}
-    elif "nat" in data:
-        mine["nat"] = None
-    if domains is not None:
-        mine["domain_aliases"] = {d: {"uri": bypass.route_uri(cluster.proxy, cluster.nethvoice[instance])}
-                                  for d in domains}
-    intent["bypass"][instance] = mine
-    store.save(intent)
-    store.audit(action, changes, before, mine, instance=instance)
+    record(store, intent, instance, after)
+    store.audit(action, changes, mine, after, instance=instance)
     return result
 
 
+def settled(mine):
+    """An instance's record without the marks of a change in progress."""
+    return {**empty_instance_intent(), **{k: v for k, v in mine.items() if k not in ("pending", "reload_pending")}}
+
+
+def record(store, intent, instance, mine):
+    intent["bypass"][instance] = mine
+    store.save(intent)
+
+
+def stop_if_cancelled():
+    if cancel_requested():
+        raise Cancelled("cancelled")

@@ -8,7 +8,7 @@ import os
 
 from . import configure, forwarding
 from .cluster import read_cluster
-from .step import Failure, ValidationFailed, critical, log
+from .step import Failure, PartialFailure, ValidationFailed, critical, log
 from .store import Store
 
 
@@ -21,9 +21,13 @@ def reconcile(data=None, action="reconcile-bypass"):
         if not intent["forwards"] and not intent.get("bypass") and not intent.get("pending"):
             return result
         cluster = read_cluster()
-        forwards = forwarding.reconcile_forwards(store, intent, cluster, dry_run, action)
-        result["plan"] += forwards["plan"]
-        result["conntrack"] = forwards["conntrack"]
+        try:
+            forwards = forwarding.reconcile_forwards(store, intent, cluster, dry_run, action)
+            result["plan"] += forwards["plan"]
+            result["conntrack"] = forwards["conntrack"]
+        except (Failure, ValidationFailed) as err:  # the trunks, NAT and routes are still tried
+            log(f"reconcile of the forwards failed: {err}")
+            result["problems"].append({"instance": "", "part": "forwards", "message": str(err)})
         for instance, mine in sorted(intent.get("bypass", {}).items()):
             if instance not in cluster.nethvoice or not any(mine.values()):
                 continue  # gone (the record waits for its return), or nothing recorded
@@ -33,12 +37,15 @@ def reconcile(data=None, action="reconcile-bypass"):
             except (Failure, ValidationFailed) as err:
                 # one instance's problem must not stop the others nor the forwards
                 log(f"reconcile of {instance} failed: {err}")
-                result["problems"].append({"instance": instance, "message": str(err)})
+                result["problems"].append({"instance": instance, "part": "bypass", "message": str(err)})
                 continue
             result["plan"] += [dict(c, instance=instance) for c in out["plan"]]
             if out["reloaded"]:
                 result["reloaded"].append(instance)
     result["changed"] = any(c["op"] != "flush_conntrack" for c in result["plan"])
+    if result["problems"]:
+        raise PartialFailure("reconcile-bypass tried every part; failed: " + "; ".join(
+            f"{p['instance'] or p['part']}: {p['message']}" for p in result["problems"]), result)
     return result
 
 

@@ -187,7 +187,9 @@ def get_status(_data=None):
     intent = store.load()  # read-only: no lock, the intent file is replaced atomically
     cluster, zone, observed, props, sites, routes, outages = read_parts(intent)
     snapshot = bypass_view(intent, cluster, zone, observed, props, sites, routes)
-    snapshot.update(outages=outages, pending=intent.get("pending"))
+    snapshot.update(outages=outages, pending=intent.get("pending"),
+                    instance_pending={i: {k: m[k] for k in ("pending", "reload_pending") if m.get(k)}
+                                      for i, m in intent.get("bypass", {}).items()})
     findings = checks.run_checks(snapshot)
     instances = [{"id": i, "host": env.get("NETHVOICE_HOST", ""),
                   "sip_ports": {"udp": target_port(env, "udp"), "tcp": target_port(env, "tcp"),

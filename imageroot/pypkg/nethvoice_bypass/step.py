@@ -53,6 +53,14 @@ class Cancelled(Failure):
     """The task was cancelled (SIGTERM)."""
 
 
+class PartialFailure(Failure):
+    """Some parts failed after every part was tried: the output says which."""
+
+    def __init__(self, message, output):
+        super().__init__(message)
+        self.output = output
+
+
 # Test seam: NETHVOICE_BYPASS_STOP_AT=<point> makes the step stop itself (SIGSTOP)
 # there, so a fault test can kill or cancel it at a known position.
 STOP_AT_ENV = "NETHVOICE_BYPASS_STOP_AT"
@@ -152,6 +160,10 @@ def run(main, stream=None):
     except ValidationFailed as err:
         report_validation_failure(err.errors)
         code = EXIT_VALIDATION_FAILED
+    except PartialFailure as err:
+        print_output(err.output)
+        log(str(err), SD_ERR)
+        code = EXIT_FAILURE
     except Failure as err:
         log(str(err), SD_ERR)
         code = EXIT_FAILURE
