@@ -54,6 +54,7 @@ MODULE_ID = "nethvoice-bypass1"
 AGENT_ID = f"module/{MODULE_ID}"
 NETHVOICE_ID = "nethvoice1"
 PROXY_ID = "nethvoice-proxy1"
+METRICS_ID = "metrics1"
 
 LAN4, LAN6 = "192.0.2.0/24", "2001:db8::/64"
 CLUSTER_NETWORK = "10.5.4.0/24"
@@ -72,6 +73,9 @@ PORTS = {
     "asterisk_sip_tcp": 20024,  # ASTERISK_SIP_PORT: TCP only on NethVoice 1.8 (fix_ports)
     "asterisk_sip_udp": 20040,  # ASTERISK_SIP_UDP_PORT
     "asterisk_sips": 20025,
+    "bypass_metrics": 20200,  # the module's TCP_PORT (tcp-ports-demand=1): its exporter
+    "prometheus": 9090,  # the metrics module's, in the node namespace
+    "alertmanager": 9093,
 }
 PROXY_SERVER = f"NethServer 8 {PROXY_ID}"  # KML_SERVER_HEADER
 NETHVOICE_IMAGES = {"1.7": "ghcr.io/nethesis/nethvoice:1.7.4", "1.8": "ghcr.io/nethesis/nethvoice:1.8.0"}
@@ -82,6 +86,7 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "Nethesis,1234"  # the cluster-admin UI us
 # instead of http://cluster-leader:9311 (nethvoice_bypass.clusterapi.ENDPOINT_ENV).
 API_ENDPOINT_ENV = "NETHVOICE_BYPASS_API_ENDPOINT"
 BLOCKING_POPS = ("brpop", "blpop", "blmove", "brpoplpush")
+SYSTEMD_DIR_ENV = "NETHVOICE_BYPASS_SYSTEMD_DIR"  # nethvoice_bypass.systemd.UNIT_DIR_ENV
 # Node profiles: the agent venv the module's steps run in (first on the node's PATH).
 # debian12: built from the system Python with system site packages, so Debian's
 # python3-dbus is importable, as on Debian 12/13 nodes. el9: the same Python without
@@ -388,12 +393,13 @@ class Sandbox:
         self._waits = []  # readiness checks of processes started but not yet waited for
         # The modules' environments, as in their state dirs and in Redis.
         self.environments = {
-            MODULE_ID: module_environment(MODULE_ID,
-                                          "ghcr.io/nethserver/nethvoice-bypass:latest"),
+            MODULE_ID: dict(module_environment(MODULE_ID, "ghcr.io/nethserver/nethvoice-bypass:latest"),
+                            TCP_PORT=str(PORTS["bypass_metrics"])),
             NETHVOICE_ID: nethvoice_environment(),
             PROXY_ID: proxy_environment(),
         }
         self.firewalld = None
+        self.metrics = {}
         self.bus_address = None
         self.redis = {}
         self.mariadb = {}
@@ -603,7 +609,7 @@ class Sandbox:
         the replica (REDIS_REPLICA_ADDRESS), as on a worker node, and write to the
         leader (REDIS_ADDRESS); ACLs are not replicated, NS8 copies them to every node."""
         pw = {"cluster": secrets.token_hex(16), "node": secrets.token_hex(16),
-              **{m: secrets.token_hex(16) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID)}}
+              **{m: secrets.token_hex(16) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID, METRICS_ID)}}
         users = [
             DEFAULT_USER_ACL,
             f"user cluster on >{pw['cluster']} ~* &* +@all",
@@ -611,7 +617,7 @@ class Sandbox:
             "%R~private/nodes/* %R~private/agents/* %R~cluster/* %R~node/* %R~module/* "
             f"resetchannels &progress/node/{NODE_ID}/* &node/{NODE_ID}/event/* "
             "nocommands +@read +@write +@transaction +@connection +publish -@admin +psync +replconf",
-            *[module_acl(m, pw[m]) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID)],
+            *[module_acl(m, pw[m]) for m in (MODULE_ID, NETHVOICE_ID, PROXY_ID, METRICS_ID)],
         ]
         leader, replica = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         for name, address, extra in (
@@ -771,7 +777,9 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
             "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
             "PATH": node_path,
             API_ENDPOINT_ENV: self.api_url,
+            SYSTEMD_DIR_ENV: self.root / "etc/systemd/system",  # the module's units, for dev/bin/systemctl
         })
+        (self.root / "etc/systemd/system").mkdir(parents=True)
         # Roles and grants (add-module, the proxy's routeadm role, the image labels)
         # and the cluster-admin UI user: before anything can log in or submit tasks.
         r = self.redis_client("cluster")
@@ -786,7 +794,7 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
                                       self.redis["passwords"][PROXY_ID])
         standin.seed_route(proxy_state, **standin.nethvoice_route(envs[NETHVOICE_ID],
                                                                   envs[PROXY_ID]))
-        self._waits = [self._proxy_agent(), self._apiserver()]
+        self._waits = [self._proxy_agent(), self._apiserver(), self._metrics()]
 
     def _install_modules(self):
         node_path = read_env(self.env_file)["PATH"]
@@ -867,10 +875,75 @@ SET @proxy_port = '{nv['PROXY_PORT']}';
 
     def _services(self):
         """Start the module's agent, then wait for it and for what _cluster() started
-        (the proxy stand-in's agent, the api-server)."""
+        (the proxy stand-in's agent, the api-server, the metrics module), then create
+        the module as add-module does."""
         for wait in [self._agent(), *self._waits]:
             if wait:
                 wait()
+        if self.start_agent:
+            self._create_module()
+
+    def _create_module(self):
+        """add-module's last step: create-module, run by the module's agent."""
+        r = self.redis_client("cluster")
+        task_id = str(uuid.uuid4())
+        try:
+            r.lpush(f"{AGENT_ID}/tasks", json.dumps({"id": task_id, "action": "create-module", "user": "cluster",
+                                                     "data": {"images": [], "volumes": {}}}))
+            prefix = f"task/{AGENT_ID}/{task_id}"
+            procs.wait_for(lambda: r.exists(f"{prefix}/exit_code"), 60, "create-module")
+            if r.get(f"{prefix}/exit_code") != "0":
+                raise RuntimeError(f"create-module failed: {r.get(f'{prefix}/error')}")
+        finally:
+            r.close()
+
+    def _metrics(self):
+        """The metrics module stand-in (ns8dev.metrics): Prometheus and Alertmanager in the
+        node namespace, and an agent whose event handlers provision them."""
+        from . import metrics
+
+        install = self.root / "home" / METRICS_ID / ".config"
+        state = install / "state"
+        state.mkdir(parents=True)
+        (install / "events").symlink_to(DEV / "metrics-standin/events")
+        node_path = read_env(self.env_file)["PATH"]
+        write_env(state / "environment", module_environment(METRICS_ID, "ghcr.io/nethserver/metrics:latest"))
+        write_env(state / "agent.env", {"REDIS_USER": f"module/{METRICS_ID}",
+                                        "REDIS_PASSWORD": self.redis["passwords"][METRICS_ID],
+                                        "PYTHONPATH": DEV, "PATH": node_path}, 0o600)
+        p = self.ports
+        metrics.prepare(state, f"127.0.0.1:{p['alertmanager']}")
+        node = ["ip", "netns", "exec", self.netns["node"]]
+        self._spawn("alertmanager", [*node, "prometheus-alertmanager", f"--config.file={state / 'alertmanager.yml'}",
+                                     f"--storage.path={state / 'alertmanager'}", "--cluster.listen-address=",
+                                     f"--web.listen-address=127.0.0.1:{p['alertmanager']}"])
+        prometheus = self._spawn("prometheus", [*node, "prometheus", f"--config.file={state / 'prometheus.yml'}",
+                                                f"--storage.tsdb.path={state / 'tsdb'}",
+                                                f"--web.listen-address=127.0.0.1:{p['prometheus']}"])
+        (state / "prometheus.pid").write_text(str(prometheus.pid))
+        self._spawn("metrics-agent", [sys.executable, "-m", "ns8dev.agent", "serve", "--agent-id",
+                                      f"module/{METRICS_ID}", "--install-dir", install, "--env-file", self.env_file],
+                    env=self._runner_env(), cwd=state)
+        self.metrics = {"state_dir": str(state), "prometheus": f"http://127.0.0.1:{p['prometheus']}",
+                        "alertmanager": f"http://127.0.0.1:{p['alertmanager']}"}
+        self.state["metrics"] = self.metrics
+        self._save()
+        return lambda: (self._wait_polling("metrics-agent", f"module/{METRICS_ID}"),
+                        procs.wait_for(lambda: self.prometheus_api("/-/ready", raw=True), 30, "Prometheus"))
+
+    def prometheus_api(self, path, raw=False):
+        """GET on the sandbox's Prometheus (in the node namespace): the JSON "data", or
+        with raw the body; None when it does not answer."""
+        import urllib.request
+
+        def get():
+            try:
+                with urllib.request.urlopen(self.metrics["prometheus"] + path, timeout=5) as resp:
+                    body = resp.read().decode()
+            except OSError:
+                return None
+            return body if raw else json.loads(body)["data"]
+        return self.in_netns("node", get)
 
     def _runner_env(self):
         """What dev/ns8dev/agent.py needs from its own environment (the rest comes from
@@ -1076,6 +1149,11 @@ def teardown(state, popens=None):
             continue  # gone already, or the PID now belongs to someone else
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # children it left behind (e.g. running steps)
+    for pid_file in Path(state.get("root", "/nonexistent"), "run/systemd").glob("*.pid"):
+        pid, started = pid_file.read_text().split()  # what dev/bin/systemctl started
+        if start_time(int(pid)) == int(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), signal.SIGKILL)
     existing = netns_list()
     for name in reversed(list(state.get("netns", {}).values())):
         if name in existing:

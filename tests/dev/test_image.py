@@ -23,6 +23,7 @@ IMAGE = f"{REPOBASE}/nethvoice-bypass"
 LABELS = {
     "org.nethserver.rootfull": "1",
     "org.nethserver.max-per-node": "1",
+    "org.nethserver.tcp-ports-demand": "1",
     "org.nethserver.min-core": "3.16.0",
     "org.nethserver.authorizations": "nethvoice-proxy@node:routeadm",
     "org.nethserver.images": "",
@@ -108,7 +109,7 @@ def test_labels_and_entrypoint(build):
     labels = config["Labels"]
     assert {k: labels.get(k) for k in LABELS} == LABELS
     demands = [k for k in labels if k.endswith("-ports-demand")]
-    assert demands == [], "no ports are allocated for this module"
+    assert demands == ["org.nethserver.tcp-ports-demand"], "one TCP port, the metrics exporter's; no UDP port"
     assert config["Entrypoint"] == ["/"]
     # As cluster add-module parses them: selector:role, no wildcard, never owner
     for authz in labels["org.nethserver.authorizations"].split():

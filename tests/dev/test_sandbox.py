@@ -303,7 +303,7 @@ def test_runagent_sets_up_the_module_environment(sandbox, tmp_path):
     assert bypass == ["nethvoice-bypass1", "module/nethvoice-bypass1", sandbox.bus_address,
                       str(sandbox.state_dir)]
     assert set(sandbox.runagent("-l").stdout.split()) == {
-        "cluster", "node", "nethvoice-bypass1", "nethvoice1", "nethvoice-proxy1"}
+        "cluster", "node", "nethvoice-bypass1", "nethvoice1", "nethvoice-proxy1", "metrics1"}
     missing = sandbox.runagent("-m", "nosuchmodule1", "true", check=False)
     assert missing.returncode == 1 and "Cannot find environment" in missing.stderr
 

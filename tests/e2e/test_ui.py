@@ -105,6 +105,22 @@ def test_status_page_with_firewalld_stopped_names_the_outage(app, sandbox):
         assert removed["exit_code"] == 0, removed["error"]
 
 
+def test_status_shows_the_last_self_check_and_check_now_updates_it(app, sandbox):
+    tile = app.frame.locator("[data-test=self-check]")
+    tile.wait_for()
+    times = tile.locator("[data-test=self-check-time]")
+    before = times.inner_text() if times.count() else None
+    result = sandbox.state_dir / "selfcheck.json"
+    app.frame.locator("[data-test=check-now]").click()
+    wait_until(lambda: times.count() and times.inner_text() != before, what="a new self-check on the page")
+    last = json.loads(result.read_text())
+    assert times.inner_text() == last["checked_at"]
+    en = translations("en")
+    assert tile.locator("[data-test=self-check-result]").inner_text() == en[f"status.self_check_result.{last['result']}"]
+    assert str(last["repairs_total"]) in tile.locator("[data-test=self-check-repairs]").inner_text()
+    app.screenshot("status-self-check")
+
+
 def test_add_forward_previews_then_applies(app, sandbox):
     remove_forward_if_present(sandbox, E2E_FORWARD_ID)
     before = forward_rules(rich_rules(sandbox), E2E_SOURCE)

@@ -90,15 +90,24 @@ def test_a_database_failing_mid_change_changes_nothing(actions, sandbox, clean_s
     assert ALIAS not in proxy_routes(actions, sandbox)
 
 
+def row_is_free(sandbox):
+    try:
+        sandbox.sql("SELECT id FROM pjsip WHERE id='2' FOR UPDATE NOWAIT")
+    except RuntimeError:  # ER_LOCK_WAIT_TIMEOUT: another session holds it
+        return False
+    return True
+
+
 def test_a_database_that_does_not_answer_is_a_one_line_failure(actions, sandbox, clean_site, monkeypatch):
     monkeypatch.setitem(actions.agent.env, "NETHVOICE_BYPASS_SQL_TIMEOUT", "2")
     files = actions.state_files()
     m = sandbox.mariadb
     locker = subprocess.Popen(["mysql", "--no-defaults", f"--socket={m['socket']}", "-uroot", f"-p{m['password']}",
                                "asterisk", "-e", "START TRANSACTION; SELECT * FROM pjsip WHERE id='2' FOR UPDATE; "
-                               "SELECT SLEEP(20)"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not sandbox.sql("SELECT trx_id FROM information_schema.innodb_trx WHERE trx_rows_locked > 0"):
+                               "SELECT SLEEP(30)"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while row_is_free(sandbox):
+        assert locker.poll() is None, f"the locking session ended: {locker.stderr.read()}"
         assert time.monotonic() < deadline, "the row lock was not taken"
         time.sleep(0.05)
     try:

@@ -80,3 +80,60 @@ def read_cluster(rdb=None, node_id=None):
             raise Failure(f"cannot read the cluster Redis at {redis_address()}: {err}") from err
         raise
     return ClusterView(node_id, dict(zip(local, envs, strict=True)), proxy_id, srv, network)
+
+
+# --- writing: the module's own keys, with its own credentials, on the leader --------
+
+def connect_as_module():
+    import redis
+    from redis.backoff import ConstantBackoff
+    from redis.retry import Retry
+
+    user, password = os.environ.get("REDIS_USER"), os.environ.get("REDIS_PASSWORD")
+    if not user or not password:
+        raise Failure("REDIS_USER/REDIS_PASSWORD are not set: run inside the module's agent")
+    host, _, port = (os.environ.get("REDIS_ADDRESS") or "127.0.0.1:6379").rpartition(":")
+    return redis.Redis(host=host or "127.0.0.1", port=int(port), username=user, password=password,
+                       decode_responses=True, socket_timeout=5, socket_connect_timeout=3,
+                       retry=Retry(ConstantBackoff(0.2), 1))
+
+
+def vpn_address(node_id, rdb=None):
+    try:
+        return (rdb or connect()).hget(f"node/{node_id}/vpn", "ip_address") or ""
+    except Exception as err:
+        if type(err).__module__.startswith("redis"):
+            raise Failure(f"cannot read the cluster Redis at {redis_address()}: {err}") from err
+        raise
+
+
+def publish_metrics(module_id, field, targets_yaml, rules_yaml, event_payload):
+    """The metrics module's contract: the scrape target and the alert rules of this
+    module, each announced by its event (rules after targets)."""
+    _write_metrics(module_id, event_payload, [
+        ("hset", f"module/{module_id}/metrics_targets", field, targets_yaml, "metrics-target-changed"),
+        ("hset", f"module/{module_id}/metrics_alert_rules", field, rules_yaml, "metrics-alert-rules-changed")])
+
+
+def withdraw_metrics(module_id, field, event_payload):
+    """The reverse, in the reverse order: rules first, then targets."""
+    _write_metrics(module_id, event_payload, [
+        ("hdel", f"module/{module_id}/metrics_alert_rules", field, None, "metrics-alert-rules-changed"),
+        ("hdel", f"module/{module_id}/metrics_targets", field, None, "metrics-target-changed")])
+
+
+def _write_metrics(module_id, event_payload, writes):
+    import json
+
+    try:
+        rdb = connect_as_module()
+        with rdb.pipeline(transaction=True) as pipe:
+            for op, key, field, value, event in writes:
+                pipe.hset(key, field, value) if op == "hset" else pipe.hdel(key, field)
+                payload = event_payload if event == "metrics-target-changed" else {}
+                pipe.publish(f"module/{module_id}/event/{event}", json.dumps(payload))
+            pipe.execute()
+    except Exception as err:
+        if type(err).__module__.startswith("redis"):
+            raise Failure(f"cannot publish the metrics of {module_id} on the cluster Redis: {err}") from err
+        raise

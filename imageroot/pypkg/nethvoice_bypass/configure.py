@@ -176,6 +176,7 @@ def configure_instance(store, intent, cluster, instance, data, action):
         return result
     stop_if_cancelled()
     task = {"action": action, "task": os.environ.get("AGENT_TASK_ID", ""), "since": now()}
+    restore = restorer(store, intent, instance)
     record(store, intent, instance, dict(after, reload_pending=reload_due, pending=task))
     try:
         done_routes = apply_routes(cluster, changes)
@@ -188,7 +189,7 @@ def configure_instance(store, intent, cluster, instance, data, action):
             undo_routes(cluster, done_routes)
             raise
     except BaseException as err:
-        record(store, intent, instance, mine)
+        restore()
         if isinstance(err, Failure) and changes:
             raise type(err)(f"{err}; nothing was changed (route changes undone, database left as it was)") from err
         raise
@@ -209,6 +210,23 @@ def configure_instance(store, intent, cluster, instance, data, action):
 def settled(mine):
     """An instance's record without the marks of a change in progress."""
     return {**empty_instance_intent(), **{k: v for k, v in mine.items() if k not in ("pending", "reload_pending")}}
+
+
+def restorer(store, intent, instance):
+    """Puts the intent back as it is now, file included."""
+    existed = os.path.exists(store.intent_path)
+    previous = intent.get("bypass", {}).get(instance)
+
+    def restore():
+        if previous is None:
+            intent["bypass"].pop(instance, None)
+        else:
+            intent["bypass"][instance] = previous
+        if existed:
+            store.save(intent)
+        else:
+            os.remove(store.intent_path)
+    return restore
 
 
 def record(store, intent, instance, mine):

@@ -181,23 +181,21 @@ def bypass_view(intent, cluster, zone, observed, props, sites, routes):
     }
 
 
-def get_status(_data=None):
-    core = start_core_status()
-    store = Store()
+def read_bypass(store):
+    """get-status's `bypass` part, and the cluster view it was read with (None when
+    Redis could not be read)."""
     intent = store.load()  # read-only: no lock, the intent file is replaced atomically
     cluster, zone, observed, props, sites, routes, outages = read_parts(intent)
     snapshot = bypass_view(intent, cluster, zone, observed, props, sites, routes)
     snapshot.update(outages=outages, pending=intent.get("pending"),
                     instance_pending={i: {k: m[k] for k in ("pending", "reload_pending") if m.get(k)}
                                       for i, m in intent.get("bypass", {}).items()})
-    findings = checks.run_checks(snapshot)
     instances = [{"id": i, "host": env.get("NETHVOICE_HOST", ""),
                   "sip_ports": {"udp": target_port(env, "udp"), "tcp": target_port(env, "tcp"),
                                 "tls": int(env["ASTERISK_SIPS_PORT"]) if env.get("ASTERISK_SIPS_PORT", "").isdigit()
                                 else None}}
                  for i, env in snapshot["instances"].items()]
-    status = finish_core_status(core)
-    status["bypass"] = {
+    bypass = {
         "zone": snapshot["zone"],
         "instances": instances,
         "proxy": snapshot["proxy"],
@@ -208,9 +206,21 @@ def get_status(_data=None):
         "domain_aliases": snapshot["domain_aliases"],
         "firewalld": {"strict_forward_ports": snapshot["strict_forward_ports"],
                       "conntrack_available": snapshot["conntrack_available"]},
-        "checks": findings,
+        "checks": checks.run_checks(snapshot),
         "audit": [{"time": r.get("time", ""), "task": r.get("task", ""), "user": r.get("user", ""),
                    "action": r.get("action", ""), "changes": len(r.get("changes") or [])}
                   for r in store.audit_tail(10)],
     }
+    return bypass, intent, cluster
+
+
+def get_status(_data=None):
+    from .selfcheck import last_result
+
+    core = start_core_status()
+    store = Store()
+    bypass, _intent, _cluster = read_bypass(store)
+    bypass["self_check"] = last_result(store)
+    status = finish_core_status(core)
+    status["bypass"] = bypass
     return status

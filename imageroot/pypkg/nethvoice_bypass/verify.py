@@ -52,10 +52,25 @@ def probe_plan(env, proxy_srv, families, extra):
     return plan
 
 
+def instance_probe_plan(cluster, intent, instance, extra=()):
+    """The local probes of one instance: IPv6 too when one of its forwards is IPv6."""
+    families = ["ipv4"] + (["ipv6"] if any(f["family"] == "ipv6" and f["instance"] == instance
+                                           for f in intent["forwards"].values()) else [])
+    return [dict(item, instance=instance)
+            for item in probe_plan(cluster.nethvoice[instance], cluster.proxy_srv, families, extra)]
+
+
+def local_probes(cluster, intent):
+    """Every instance's local probes, side by side."""
+    plan = [item for instance in cluster.nethvoice for item in instance_probe_plan(cluster, intent, instance)]
+    return asyncio.run(run_probes(plan))
+
+
 async def run_probes(plan):
     async def one(item):
         out = await sipprobe.probe(item["target"], item["port"], item["protocol"])
-        out.update(family=item["family"], expect=item["expect"], answered_by=answered_by(out.get("server")))
+        out.update(family=item["family"], expect=item["expect"], answered_by=answered_by(out.get("server")),
+                   instance=item.get("instance", ""))
         out["ok"] = out["outcome"] == "reply" and (item["expect"] is None or out["answered_by"] == item["expect"])
         return out
     return await asyncio.gather(*(one(item) for item in plan))
@@ -115,8 +130,7 @@ def verify_bypass(data):
         raise ValidationFailed(errors)
     intent = Store().load()
     forwards = [f for f in intent["forwards"].values() if f["instance"] == instance]
-    families = ["ipv4"] + (["ipv6"] if any(f["family"] == "ipv6" for f in forwards) else [])
-    probes = asyncio.run(run_probes(probe_plan(cluster.nethvoice[instance], cluster.proxy_srv, families, extra)))
+    probes = asyncio.run(run_probes(instance_probe_plan(cluster, intent, instance, extra)))
     try:
         zone = Firewalld().default_zone()
         generated = nft_forwards(zone)

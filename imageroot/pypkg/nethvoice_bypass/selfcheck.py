@@ -1,0 +1,73 @@
+"""self-check: the get-status checks and the local SIP probes, drift re-applied like
+reconcile-bypass (unless told not to), and the result as Prometheus gauges in
+metrics.prom (state dir, not in backups) for the exporter.
+
+Run by the <MODULE_ID>-self-check timer every few minutes, started after each change
+and event, and on demand (the action, the page's "Check now")."""
+
+import datetime
+import json
+import os
+import time
+
+from . import metrics, reconcile, status, verify
+from .step import Failure, PartialFailure, ValidationFailed, log
+from .store import Store
+
+RESULT_FILE = "selfcheck.json"
+METRICS_FILE = "metrics.prom"
+
+
+def self_check(data=None):
+    repair = (data or {}).get("repair")
+    repair = True if repair is None else repair
+    store = Store()
+    bypass, intent, cluster = status.read_bypass(store)
+    repaired = []
+    if repair:
+        repaired = repair_drift()
+        if repaired:
+            bypass, intent, cluster = status.read_bypass(store)
+    probes = verify.local_probes(cluster, intent) if cluster else []
+    now = time.time()
+    last = last_result(store) or {}
+    total = last.get("repairs_total", 0) + len(repaired)
+    write_atomically(store, METRICS_FILE, metrics.render(metrics.series(bypass, probes, total, now)))
+    checked_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds")
+    errors = sum(c["severity"] == "error" for c in bypass["checks"])
+    summary = {"checked_at": checked_at, "result": "ok" if not errors and all(p["ok"] for p in probes) else "problems",
+               "findings": {s: sum(c["severity"] == s for c in bypass["checks"]) for s in metrics.SEVERITIES},
+               "probes_failed": sum(not p["ok"] for p in probes), "repaired": len(repaired),
+               "repairs_total": total}
+    write_atomically(store, RESULT_FILE, json.dumps(summary, indent=2) + "\n")
+    return {"checked_at": checked_at, "findings": bypass["checks"], "repaired": repaired, "probes": probes}
+
+
+def repair_drift():
+    """What reconcile-bypass re-applied; a part that fails is in the findings anyway."""
+    try:
+        out = reconcile.reconcile(action="self-check")
+    except PartialFailure as err:
+        log(str(err))
+        out = err.output
+    except (Failure, ValidationFailed) as err:
+        log(f"no repair: {err}")
+        return []
+    return [c for c in out["plan"] if c["op"] != "flush_conntrack"]
+
+
+def last_result(store):
+    try:
+        with open(os.path.join(store.dir, RESULT_FILE)) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_atomically(store, name, text):
+    path = os.path.join(store.dir, name)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

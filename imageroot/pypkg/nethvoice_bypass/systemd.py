@@ -1,0 +1,61 @@
+"""The module's system units, the rootfull way: templates from the image's systemd/
+rendered into /etc/systemd/system/<MODULE_ID>-<name>, driven with systemctl."""
+
+import os
+import subprocess
+from pathlib import Path
+
+from .step import Failure, log
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "systemd"
+# The sandbox points this at its own root; a node uses the system's directory.
+UNIT_DIR_ENV = "NETHVOICE_BYPASS_SYSTEMD_DIR"
+ENABLED = ("self-check.timer", "exporter.service")
+
+
+def unit_dir():
+    return Path(os.environ.get(UNIT_DIR_ENV) or "/etc/systemd/system")
+
+
+def unit_name(module_id, template):
+    return f"{module_id}-{template}"
+
+
+def systemctl(*args, check=True):
+    try:
+        proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise Failure(f"systemctl {' '.join(args)}: {err}") from None
+    if check and proc.returncode != 0:
+        raise Failure(f"systemctl {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
+    return proc
+
+
+def install_units(module_id):
+    """Render every template, then enable and start the timer and the exporter
+    (restarted, so an update takes effect)."""
+    for template in sorted(TEMPLATES.iterdir()):
+        text = template.read_text().replace("@MODULE_ID@", module_id)
+        target = unit_dir() / unit_name(module_id, template.name)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    systemctl("daemon-reload")
+    names = [unit_name(module_id, t) for t in ENABLED]
+    systemctl("enable", *names)
+    systemctl("restart", *names)
+
+
+def remove_units(module_id):
+    names = [unit_name(module_id, t.name) for t in sorted(TEMPLATES.iterdir())]
+    systemctl("disable", "--now", *names, check=False)  # units already gone are fine
+    for name in names:
+        (unit_dir() / name).unlink(missing_ok=True)
+    systemctl("daemon-reload")
+
+
+def start_self_check(module_id):
+    """Run the self-check in the background (after a change); never fails the caller."""
+    proc = systemctl("start", "--no-block", unit_name(module_id, "self-check.service"), check=False)
+    if proc.returncode != 0:
+        log(f"the self-check could not be started: {proc.stderr.strip()[-200:]}")
