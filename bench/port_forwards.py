@@ -5,6 +5,10 @@ Both run side by side in one run on the sandbox node's real firewalld. The modul
 actions are submitted as tasks to the sandbox's running agent over Redis, the way
 api-cli does on a node, and timed from submission to result.
 
+The same run measures the floor of a step: a task whose one step is a process of the
+agent venv that only imports redis and dbus, next to one add-port-forward (and its
+remove), both run by the same runner without Redis in between.
+
     .venv/bin/python bench/port_forwards.py [--repeat N] [--json FILE]
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "dev"))
 
+from ns8dev import agent as runner  # noqa: E402
 from ns8dev.sandbox import Sandbox  # noqa: E402
 
 AGENT_ID = "module/nethvoice-bypass1"
@@ -91,6 +96,26 @@ def module(api_cli, rdb, count, per_task):
     return timed(add), timed(remove)
 
 
+FLOOR_STEP = "#!/usr/bin/env python3\n# the least a step of this module does: the agent venv, redis-py, dbus-python\n" \
+             "import dbus  # noqa: F401\nimport redis  # noqa: F401\n"
+
+
+def floor_and_one_add(sandbox, repeat):
+    """Medians (s) of the floor task and of one add and one remove, same runner."""
+    base = Path(tempfile.mkdtemp(prefix="nvb-floor-"))
+    (base / "floor").mkdir()
+    (base / "floor/10import").write_text(FLOOR_STEP)
+    (base / "floor/10import").chmod(0o755)
+    env = runner.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
+    agent = runner.Agent(AGENT_ID, str(sandbox.install_dir), str(base), env=env, log=open("/dev/null", "w"))
+    floor, add, remove = [], [], []
+    for _ in range(repeat):
+        floor.append(timed(lambda: agent.run("floor")))
+        add.append(timed(lambda: agent.run("add-port-forward", {"source": "198.51.100.200"})))
+        remove.append(timed(lambda: agent.run("remove-port-forward", {"id": "udp-ipv4-5060-198.51.100.200"})))
+    return statistics.median(floor), statistics.median(add), statistics.median(remove)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
@@ -129,6 +154,10 @@ def main():
                   f"  x{row['add_speedup']:5.1f} | remove: manual {row['manual_remove_s']*1000:8.1f} ms"
                   f"  module {row['module_remove_s']*1000:8.1f} ms  x{row['remove_speedup']:5.1f}"
                   f" | reloads by the module: {reloads}", flush=True)
+        floor, add, remove = floor_and_one_add(sandbox, max(args.repeat, 9))
+        results.append({"case": "step floor", "floor_s": floor, "add_s": add, "remove_s": remove})
+        print(f"{'step floor':24} {floor*1000:8.1f} ms | one add {add*1000:8.1f} ms (+{(add-floor)*1000:.1f})"
+              f" | one remove {remove*1000:8.1f} ms (+{(remove-floor)*1000:.1f})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -33,3 +33,11 @@ def nethvoice_env(sandbox):
     rdb.hset(key, mapping=saved)
     rdb.delete("cluster/module_node")
     rdb.hset("cluster/module_node", mapping=placement)
+
+
+@pytest.fixture
+def reinstalled(actions):
+    """For a test that runs destroy-module: the module is created again afterwards (its
+    units, its published metrics), as add-module would."""
+    yield
+    actions.run("create-module", {"images": [], "volumes": {}})

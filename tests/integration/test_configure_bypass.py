@@ -176,7 +176,7 @@ def test_domain_alias_refusals_change_nothing(actions, sandbox, clean_site, alia
     assert proxy_routes(sandbox) == before
 
 
-def test_destroy_module_undoes_trunks_nat_and_aliases(actions, sandbox, clean_site):
+def test_destroy_module_undoes_trunks_nat_and_aliases(actions, sandbox, clean_site, reinstalled):
     own = proxy_routes(sandbox)
     actions.run("configure-bypass", {"trunks": ["Custom-Voip"], "domain_aliases": ["pbx.customer.example"],
                                      "nat": {"external_address": "203.0.113.5"}})

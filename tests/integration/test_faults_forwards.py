@@ -14,7 +14,7 @@ from nodetools import firewall_state
 pytestmark = pytest.mark.integration
 
 MEDIANT = "192.0.2.10"
-# where a step can stop (nethvoice_bypass.forwarding.commit / apply_changes)
+# where a step can stop (nethvoice_bypass.forward_changes: commit, apply_changes)
 POINTS = ["planned", "pending_saved", "after_permanent", "after_runtime", "before_commit", "committed"]
 # a killed step has made its change only once it is recorded; a cancelled one finishes
 # its change once every firewalld call is made

@@ -47,7 +47,7 @@ def test_removed_instance_withdraws_rules_and_its_return_restores_them(actions, 
     assert rule in rich_rules(sandbox) and rule in rich_rules(sandbox, permanent=True)
 
 
-def test_destroy_module_removes_our_rules_and_nothing_else(actions, sandbox, clean_forwards):
+def test_destroy_module_removes_our_rules_and_nothing_else(actions, sandbox, clean_forwards, reinstalled):
     foreign = 'rule family="ipv4" source address="198.51.100.9" forward-port port="5060" protocol="udp" to-port="7000"'
     sandbox.firewalld.firewall_cmd(f"--add-rich-rule={foreign}")
     sandbox.firewalld.firewall_cmd("--permanent", f"--add-rich-rule={foreign}")

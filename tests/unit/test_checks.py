@@ -5,7 +5,8 @@ import copy
 
 import pytest
 from nethvoice_bypass.checks import run_checks
-from nethvoice_bypass.verify import answered_by, parse_nft_rule
+from nethvoice_bypass.nft import parse_nft_rule
+from nethvoice_bypass.verify import answered_by
 
 pytestmark = pytest.mark.unit
 

@@ -3,9 +3,8 @@ them as `checks.<id>`), each with a message naming the cause and a remedy."""
 
 import ipaddress
 
-from .bypass import proxy_outbound_value
-from .freepbx import transport_protocol
-from .model import parse_rich_rule
+from .bypass_plan import proxy_outbound_value
+from .model import parse_rich_rule, transport_protocol
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 

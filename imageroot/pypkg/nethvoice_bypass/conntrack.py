@@ -15,6 +15,10 @@ UNAVAILABLE = {"status": "unavailable", "deleted": 0,
                           "until they expire (install the conntrack package)"}
 
 
+def available():
+    return shutil.which("conntrack") is not None
+
+
 def flush_many(specs):
     """Flush the flows of several forwards: one listing per protocol and family, then
     a delete only for forwards that have flows. specs: dicts with protocol, port,

@@ -143,8 +143,3 @@ def apply_changes(instance, changes):
 def reload(instance):
     """Regenerate Asterisk's configuration from the database (once per apply)."""
     run_command(instance, ["fwconsole", "reload"], RELOAD_TIMEOUT, "fwconsole reload")
-
-
-def transport_protocol(trunk):
-    """`0.0.0.0-udp` -> `udp`; FreePBX's default transport is UDP."""
-    return (trunk.get("transport") or "udp").rsplit("-", 1)[-1].lower()

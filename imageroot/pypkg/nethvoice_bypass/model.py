@@ -27,6 +27,30 @@ class InvalidValue(ValueError):
         self.reason = reason
 
 
+def problem(field, reason, value):
+    """What is wrong with one input field: `field` a dotted path (`forwards.1.source`),
+    `reason` the suffix of its error key (`host_bits_set`)."""
+    return {"field": field, "reason": reason, "value": value}
+
+
+class Refused(Exception):
+    """Input refused, with every problem found: raised before anything changes. The
+    step layer turns it into the agent's validation errors (exit 10)."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(", ".join(f"{p['field']}: {p['reason']}" for p in self.problems))
+
+    @classmethod
+    def one(cls, field, reason, value):
+        return cls([problem(field, reason, value)])
+
+
+def transport_protocol(trunk):
+    """A FreePBX trunk's `transport` (`0.0.0.0-udp`) -> `udp`; UDP when unset."""
+    return (trunk.get("transport") or "udp").rsplit("-", 1)[-1].lower()
+
+
 def family_of(address_or_network):
     return "ipv6" if ipaddress.ip_network(address_or_network).version == 6 else "ipv4"
 

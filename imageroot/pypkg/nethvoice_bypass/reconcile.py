@@ -6,14 +6,25 @@ domain aliases are re-applied where NethVoice or the proxy changed them back.
 
 import os
 
-from . import configure, forwarding
+from . import bypass_actions, bypass_plan, forward_actions, systemd
 from .cluster import read_cluster
-from .step import Failure, PartialFailure, ValidationFailed, critical, log
+from .model import Refused
+from .step import Failure, PartialFailure, critical, log
 from .store import Store
 
 
 def reconcile(data=None, action="reconcile-bypass"):
+    """Re-apply what is recorded; then, changed or not, the self-check refreshes the
+    metrics (after each reconcile-bypass and each event handler)."""
     dry_run = bool((data or {}).get("dry_run"))
+    try:
+        return reconcile_all(dry_run, action)
+    finally:
+        if not dry_run:
+            systemd.start_self_check(action)
+
+
+def reconcile_all(dry_run, action):
     store = Store()
     result = {"plan": [], "dry_run": dry_run, "changed": False, "conntrack": [], "reloaded": [], "problems": []}
     with store.locked(), critical():
@@ -22,19 +33,19 @@ def reconcile(data=None, action="reconcile-bypass"):
             return result
         cluster = read_cluster()
         try:
-            forwards = forwarding.reconcile_forwards(store, intent, cluster, dry_run, action)
+            forwards = forward_actions.reconcile_forwards(store, intent, cluster, dry_run, action)
             result["plan"] += forwards["plan"]
             result["conntrack"] = forwards["conntrack"]
-        except (Failure, ValidationFailed) as err:  # the trunks, NAT and routes are still tried
+        except (Failure, Refused) as err:  # the trunks, NAT and routes are still tried
             log(f"reconcile of the forwards failed: {err}")
             result["problems"].append({"instance": "", "part": "forwards", "message": str(err)})
         for instance, mine in sorted(intent.get("bypass", {}).items()):
             if instance not in cluster.nethvoice or not any(mine.values()):
                 continue  # gone (the record waits for its return), or nothing recorded
-            request = dict(configure.recorded_request(mine), dry_run=dry_run)
+            request = dict(bypass_plan.recorded_request(mine), dry_run=dry_run)
             try:
-                out = configure.configure_instance(store, intent, cluster, instance, request, action)
-            except (Failure, ValidationFailed) as err:
+                out = bypass_actions.configure_instance(store, intent, cluster, instance, request, action)
+            except (Failure, Refused) as err:
                 # one instance's problem must not stop the others nor the forwards
                 log(f"reconcile of {instance} failed: {err}")
                 result["problems"].append({"instance": instance, "part": "bypass", "message": str(err)})
@@ -59,7 +70,7 @@ def undo_all(action="destroy-module"):
     with store.locked(), critical():
         intent = store.load()
         try:
-            result["removed"] = forwarding.remove_all_forwards(store, intent, action)
+            result["removed"] = forward_actions.remove_all_forwards(store, intent, action)
         except Failure as err:
             result["problems"].append({"instance": "", "message": str(err)})
         bypassed = {i: m for i, m in intent.get("bypass", {}).items() if any(m.values())}
@@ -83,9 +94,9 @@ def restore_all(store, intent, bypassed, action, result):
         if instance not in cluster.nethvoice:
             continue  # gone with its database: nothing to give back
         try:
-            configure.configure_instance(store, intent, cluster, instance,
+            bypass_actions.configure_instance(store, intent, cluster, instance,
                                          {"trunks": [], "nat": None, "domain_aliases": []}, action)
             result["restored"].append(instance)
-        except (Failure, ValidationFailed) as err:
+        except (Failure, Refused) as err:
             log(f"could not undo the bypass of {instance}: {err}")
             result["problems"].append({"instance": instance, "message": str(err)})

@@ -11,7 +11,8 @@ import os
 import time
 
 from . import metrics, reconcile, status, verify
-from .step import Failure, PartialFailure, ValidationFailed, log
+from .model import Refused
+from .step import Failure, PartialFailure, log
 from .store import Store
 
 RESULT_FILE = "selfcheck.json"
@@ -50,7 +51,7 @@ def repair_drift():
     except PartialFailure as err:
         log(str(err))
         out = err.output
-    except (Failure, ValidationFailed) as err:
+    except (Failure, Refused) as err:
         log(f"no repair: {err}")
         return []
     return [c for c in out["plan"] if c["op"] != "flush_conntrack"]

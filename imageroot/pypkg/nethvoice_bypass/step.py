@@ -4,7 +4,8 @@ stdin carries the task data as JSON; the step prints exactly one JSON document o
 stdout; logs go to stderr with systemd priority prefixes; agent commands
 (set-status, set-progress, set-weight) are lines on the file descriptor named by
 AGENT_COMFD (stderr when unset, as the core `agent` library does).
-Validation failures are a list of {field, parameter, value, error} and exit code 10.
+Input the library refuses (model.Refused) becomes the agent's validation failure: a
+list of {field, parameter, value, error} and exit code 10.
 
 A cancel (the agent's SIGTERM to the step's process group) ends a step at once,
 except inside critical(): there it is noted, and the step stops at its next safe
@@ -17,6 +18,8 @@ import json
 import os
 import signal
 import sys
+
+from .model import Refused
 
 EXIT_VALIDATION_FAILED = 10
 EXIT_FAILURE = 1
@@ -33,16 +36,9 @@ def validation_error(field, reason, value):
     return {"field": field, "parameter": parameter, "value": value, "error": f"{parameter}_{reason}"}
 
 
-class ValidationFailed(Exception):
-    """Input the step refuses. Raise it before changing anything."""
-
-    def __init__(self, errors):
-        self.errors = list(errors)
-        super().__init__(", ".join(e["error"] for e in self.errors))
-
-    @classmethod
-    def single(cls, field, reason, value):
-        return cls([validation_error(field, reason, value)])
+def validation_errors(refused):
+    """The agent's error list for the problems of a model.Refused."""
+    return [validation_error(p["field"], p["reason"], p["value"]) for p in refused.problems]
 
 
 class Failure(Exception):
@@ -153,7 +149,7 @@ def read_input(stream=None):
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValidationFailed.single("(root)", "invalid_json", text[:200]) from err
+        raise Refused.one("(root)", "invalid_json", text[:200]) from err
 
 
 def print_output(document):
@@ -182,8 +178,8 @@ def run(main, stream=None):
         if result is not None:
             print_output(result)
         code = 0
-    except ValidationFailed as err:
-        report_validation_failure(err.errors)
+    except Refused as err:
+        report_validation_failure(validation_errors(err))
         code = EXIT_VALIDATION_FAILED
     except PartialFailure as err:
         print_output(err.output)

@@ -11,6 +11,7 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "systemd"
 # The sandbox points this at its own root; a node uses the system's directory.
 UNIT_DIR_ENV = "NETHVOICE_BYPASS_SYSTEMD_DIR"
 ENABLED = ("self-check.timer", "exporter.service")
+_started = []
 
 
 def unit_dir():
@@ -54,8 +55,17 @@ def remove_units(module_id):
     systemctl("daemon-reload")
 
 
-def start_self_check(module_id):
-    """Run the self-check in the background (after a change); never fails the caller."""
-    proc = systemctl("start", "--no-block", unit_name(module_id, "self-check.service"), check=False)
-    if proc.returncode != 0:
+def start_self_check(action):
+    """After a change: the self-check runs in the background, so the metrics follow it
+    (not after the self-check's own repairs). Never fails the caller."""
+    module_id = os.environ.get("MODULE_ID")
+    if not module_id or action == "self-check" or _started:
+        return
+    _started.append(action)  # once per step is enough
+    try:
+        proc = systemctl("start", "--no-block", unit_name(module_id, "self-check.service"), check=False)
+    except Failure as err:
+        proc = None
+        log(f"the self-check could not be started: {err}")
+    if proc is not None and proc.returncode != 0:
         log(f"the self-check could not be started: {proc.stderr.strip()[-200:]}")

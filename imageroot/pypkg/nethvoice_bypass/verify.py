@@ -8,16 +8,14 @@ so the result says how to test from the device's network too.
 
 import asyncio
 import ipaddress
-import json
-import shutil
-import subprocess
 
-from . import sipprobe
+from . import nft, sipprobe
 from .cluster import read_cluster
 from .firewalld import Firewalld
-from .forwards import select_instance, target_port
-from .model import parse_rich_rule
-from .step import Failure, ValidationFailed, log, validation_error
+from .forward_plan import target_port
+from .forward_requests import select_instance
+from .model import Refused, parse_rich_rule, problem
+from .step import Failure, log
 from .store import Store
 
 LOOPBACK = {"ipv4": "127.0.0.1", "ipv6": "::1"}
@@ -76,45 +74,6 @@ async def run_probes(plan):
     return await asyncio.gather(*(one(item) for item in plan))
 
 
-def nft_forwards(zone):
-    """(family, source, protocol, port, to_port) of the redirects in the zone's NAT chains."""
-    tool = shutil.which("nft")
-    if not tool:
-        return None
-    found = set()
-    for suffix in ("pre", "allow", "post"):
-        proc = subprocess.run([tool, "-j", "list", "chain", "inet", "firewalld", f"nat_PRE_{zone}_{suffix}"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            continue
-        for item in json.loads(proc.stdout).get("nftables", []):
-            if "rule" in item:
-                parsed = parse_nft_rule(item["rule"]["expr"])
-                if parsed:
-                    found.add(parsed)
-    return found
-
-
-def parse_nft_rule(expr):
-    family = source = protocol = port = to_port = None
-    for e in expr:
-        match = e.get("match", {})
-        left, right = match.get("left", {}), match.get("right")
-        payload = left.get("payload", {})
-        if payload.get("field") == "saddr":
-            family = "ipv6" if payload.get("protocol") == "ip6" else "ipv4"
-            source = f"{right['prefix']['addr']}/{right['prefix']['len']}" if isinstance(right, dict) else right
-        elif payload.get("field") == "dport" and payload.get("protocol") in ("udp", "tcp"):
-            protocol, port = payload["protocol"], right
-        elif left.get("meta", {}).get("key") == "nfproto":
-            family = right
-        elif "redirect" in e:
-            to_port = e["redirect"].get("port")
-    if None in (family, protocol, port, to_port):
-        return None
-    return family, source, protocol, port, to_port
-
-
 def verify_bypass(data):
     data = data or {}
     cluster = read_cluster()
@@ -125,22 +84,22 @@ def verify_bypass(data):
         try:
             ipaddress.ip_address(item["address"])
         except ValueError:
-            errors.append(validation_error(f"targets.{i}.address", "format", item["address"]))
+            errors.append(problem(f"targets.{i}.address", "format", item["address"]))
     if errors:
-        raise ValidationFailed(errors)
+        raise Refused(errors)
     intent = Store().load()
     forwards = [f for f in intent["forwards"].values() if f["instance"] == instance]
     probes = asyncio.run(run_probes(instance_probe_plan(cluster, intent, instance, extra)))
     try:
         zone = Firewalld().default_zone()
-        generated = nft_forwards(zone)
+        generated = nft.redirects(zone)
     except Failure as err:
         log(str(err))
         generated = None
-    nft = []
+    checked = []
     for fwd in forwards:
         key = (fwd["family"], fwd.get("source"), fwd["protocol"], fwd["port"], parse_rich_rule(fwd["rule"]).to_port)
-        nft.append({"forward": fwd["id"], "present": None if generated is None else key in generated})
+        checked.append({"forward": fwd["id"], "present": None if generated is None else key in generated})
     node_ip = (cluster.proxy or {}).get("PRIVATE_IP") or (cluster.proxy or {}).get("PUBLIC_IP") or "<node address>"
     notes = [
         "Probes sent from the node itself do not cross the 5060 forward: firewalld forward ports apply only "
@@ -153,4 +112,4 @@ def verify_bypass(data):
     ]
     if generated is None:
         notes.append("The nft tool is not available: generated rules were not checked.")
-    return {"instance": instance, "probes": probes, "nft": nft, "notes": notes}
+    return {"instance": instance, "probes": probes, "nft": checked, "notes": notes}

@@ -1,11 +1,10 @@
-"""The pure core for port forwards: desired rules, states, plans and warnings.
+"""The pure core for port forwards: desired rules, states, plans, views and warnings.
 
-Nothing here does I/O. Inputs are the intent entries, the cluster view and the
-rich rules read from firewalld; outputs are plain dicts ready for JSON.
+Nothing here does I/O. Inputs are the intent entries, the cluster view and the rich
+rules read from firewalld; outputs are plain dicts ready for JSON.
 """
 
 from .model import PROXY_LAN_PORTS, ForwardRule, parse_rich_rule
-from .step import ValidationFailed, validation_error
 
 RUNTIME, PERMANENT = "runtime", "permanent"
 CONFIGS = (RUNTIME, PERMANENT)
@@ -22,19 +21,41 @@ def target_port(nethvoice_env, protocol):
     return None
 
 
-def select_instance(nethvoice, requested, field="instance"):
-    """The NethVoice instance named in the input, or the only one on this node."""
-    if requested:
-        if requested not in nethvoice:
-            raise_validation(field, "not_found", requested)
-        return requested
-    if len(nethvoice) == 1:
-        return next(iter(nethvoice))
-    raise_validation(field, "required" if nethvoice else "no_nethvoice", requested)
+def plan_additions(entries, intent, cluster, zone, observed, trunks_via_proxy):
+    """Changes and warnings for new entries; each entry's rule becomes its desired one.
+    trunks_via_proxy: {(instance, protocol): trunks still using the proxy}, read for
+    the forwards without a source."""
+    changes, warnings = [], []
+    lan_rules = proxy_rules(observed[zone][RUNTIME] | observed[zone][PERMANENT])
+    ours = [r for r in (desired_rule(e, cluster) for e in intent["forwards"].values()) if r]
+    for entry in entries:
+        desired = desired_rule(entry, cluster)
+        entry["rule"] = entry["rule"] or desired.to_rich_rule()
+        changes += plan_forward(entry, desired, observed)
+        warnings += forward_warnings(desired, lan_rules, cluster.proxy,
+                                     trunks_via_proxy.get((entry["instance"], entry["protocol"]), []), ours)
+        entry["rule"] = desired.to_rich_rule()
+    return changes, warnings
 
 
-def raise_validation(field, reason, value):
-    raise ValidationFailed([validation_error(field, reason, value)])
+def plan_reconcile(intent, cluster, observed):
+    """Changes that bring every forward back to its desired rule, and the recorded
+    rules to update: {id: rule} (also when someone else moved the rule already)."""
+    changes, updates = [], {}
+    for entry in intent["forwards"].values():
+        desired = desired_rule(entry, cluster)
+        changes += plan_forward(entry, desired, observed)
+        if desired is not None and desired.to_rich_rule() != entry["rule"]:
+            updates[entry["id"]] = desired.to_rich_rule()
+    return changes, updates
+
+
+def plan_removals(entries, observed):
+    return [c for e in entries for c in plan_forward(e, None, observed, removing=True)]
+
+
+def rule_changes(changes):
+    return [c for c in changes if c["op"] != "flush_conntrack"]
 
 
 def desired_rule(entry, cluster):
@@ -157,3 +178,35 @@ def forward_warnings(rule, proxy_lan_rules, proxy_env, trunks_via_proxy, other_f
             })
     return warnings
 
+
+
+# --- views -------------------------------------------------------------------------
+
+def describe(entry, cluster, observed):
+    """One forward's view; its state is "unknown" while the cluster or firewalld cannot
+    be read (cluster or observed None)."""
+    desired = desired_rule(entry, cluster) if cluster else None
+    rule = current_rule(entry, desired, observed) if observed else entry["rule"]
+    return {
+        "id": entry["id"],
+        "instance": entry["instance"],
+        "family": entry["family"],
+        "protocol": entry["protocol"],
+        "port": entry["port"],
+        "source": entry.get("source"),
+        "description": entry.get("description", ""),
+        "zone": entry["zone"],
+        "rule": rule,
+        "target_port": desired.to_port if desired else None,
+        "state": forward_state(entry, desired, observed) if cluster and observed else "unknown",
+        "present": presence(rule, entry["zone"], observed) if observed else {"runtime": None, "permanent": None},
+    }
+
+
+def describe_all(intent, cluster, observed):
+    return [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(), key=lambda e: e["id"])]
+
+
+def known_rules(intent, observed):
+    """Every rule text that stands for a managed forward (related_rules)."""
+    return set().union(*(related_rules(e, observed) for e in intent["forwards"].values()))

@@ -8,7 +8,10 @@ bypassed; `"nat": null` gives FreePBX back the NAT settings it had before).
 import ipaddress
 import re
 
-from .step import validation_error
+from .model import Refused, problem
+
+# Changes made in FreePBX's database (one transaction, then `fwconsole reload`).
+DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
 
 # Addresses that can never be what providers see: RFC 1918, CGNAT, loopback, link-local,
 # unspecified. (ipaddress's is_global also refuses documentation ranges, which tests use.)
@@ -39,9 +42,9 @@ def resolve_trunks(requested, trunks, other_instances):
         if trunk is None:
             elsewhere = [inst for inst, names in other_instances.items()
                          if str(wanted).lower() in (n.lower() for n in names)]
-            errors.append(validation_error(f"trunks.{i}", "other_instance" if elsewhere else "not_found", wanted))
+            errors.append(problem(f"trunks.{i}", "other_instance" if elsewhere else "not_found", wanted))
         elif str(trunk["id"]) in ids:
-            errors.append(validation_error(f"trunks.{i}", "duplicate", wanted))
+            errors.append(problem(f"trunks.{i}", "duplicate", wanted))
         else:
             ids.append(str(trunk["id"]))
     return ids, errors
@@ -73,11 +76,11 @@ def check_nat(nat, cluster_network):
     try:
         ip = ipaddress.ip_address(address)
         if ip.version != 4:
-            errors.append(validation_error("nat.external_address", "external_address_not_ipv4", address))
+            errors.append(problem("nat.external_address", "external_address_not_ipv4", address))
         elif any(ip in net for net in NOT_EXTERNAL) or ip.is_multicast:
-            errors.append(validation_error("nat.external_address", "external_address_private", address))
+            errors.append(problem("nat.external_address", "external_address_private", address))
     except ValueError:
-        errors.append(validation_error("nat.external_address", "external_address_format", address))
+        errors.append(problem("nat.external_address", "external_address_format", address))
     networks = []
     for i, text in enumerate(nat.get("local_networks", [])):
         try:
@@ -85,7 +88,7 @@ def check_nat(nat, cluster_network):
             if net.version != 4:
                 raise ValueError
         except ValueError:
-            errors.append(validation_error(f"nat.local_networks.{i}", "local_networks_format", text))
+            errors.append(problem(f"nat.local_networks.{i}", "local_networks_format", text))
             continue
         if str(net) not in networks:
             networks.append(str(net))
@@ -117,14 +120,14 @@ def check_domains(requested, nethvoice_hosts, routes, managed):
             value = str(ipaddress.ip_address(value))
         except ValueError:
             if not HOSTNAME.match(value):
-                errors.append(validation_error(field, "format", text))
+                errors.append(problem(field, "format", text))
                 continue
         if value in domains:
-            errors.append(validation_error(field, "duplicate", text))
+            errors.append(problem(field, "duplicate", text))
         elif value in nethvoice_hosts:
-            errors.append(validation_error(field, "owned_by_nethvoice", text))
+            errors.append(problem(field, "owned_by_nethvoice", text))
         elif value in routes and value not in managed:
-            errors.append(validation_error(field, "route_exists", text))
+            errors.append(problem(field, "route_exists", text))
         else:
             domains.append(value)
     return domains, errors
@@ -168,3 +171,97 @@ def warnings_for(trunks_by_id, bypassed_ids, nat_changes):
                                     "through the proxy (hold and transfer problems are known, NethServer/dev#7013); "
                                     "PJSIP transports pick them up when Asterisk restarts, which drops active calls"})
     return warnings
+
+
+# --- a whole configure-bypass ------------------------------------------------------
+
+def empty_instance_intent():
+    return {"trunks": {}, "nat": None, "domain_aliases": {}}
+
+
+def check_request(data):
+    """What can be refused before anything is read: the NAT values, the domain names,
+    the same trunk or domain asked twice."""
+    problems = []
+    if data.get("nat") is not None:
+        problems += check_nat(data["nat"], None)[1]
+    if "domain_aliases" in data:
+        problems += check_domains(data["domain_aliases"], set(), {}, {})[1]
+    seen = set()
+    for i, wanted in enumerate(data.get("trunks") or []):
+        key = str(wanted).lower()
+        if key in seen:
+            problems.append(problem(f"trunks.{i}", "duplicate", wanted))
+        seen.add(key)
+    if problems:
+        raise Refused(problems)
+
+
+def plan_configuration(data, world):
+    """Everything configure-bypass would change, on what was read (`world`: instance,
+    nethvoice env, proxy env, cluster_network, nethvoice_hosts, site, mine, routes,
+    other_trunks), or Refused. Returns (changes, desired trunks, desired NAT, domains)."""
+    site, mine, nv = world["site"], world["mine"], world["nethvoice"]
+    problems, desired_trunks, nat_desired, domains = [], None, None, None
+    if "trunks" in data:
+        desired_trunks, found = resolve_trunks(data["trunks"], site["trunks"], world["other_trunks"])
+        problems += found
+    if data.get("nat") is not None:
+        nat_desired, found = check_nat(data["nat"], world["cluster_network"])
+        problems += found
+    if "domain_aliases" in data:
+        domains, found = check_domains(data["domain_aliases"], world["nethvoice_hosts"], world["routes"] or {},
+                                       mine["domain_aliases"])
+        problems += found
+    if problems:
+        raise Refused(problems)
+    changes = []
+    if desired_trunks is not None:
+        changes += plan_trunks(desired_trunks, site["trunks"], mine["trunks"], proxy_outbound_value(nv))
+    if nat_desired is not None:
+        changes += plan_nat(nat_desired, site)
+    elif "nat" in data and mine["nat"]:  # null: give FreePBX back what it had before us
+        changes += plan_nat(mine["nat"]["previous"], site)
+    if domains is not None:
+        changes += plan_domains(domains, world["routes"], mine["domain_aliases"], route_uri(world["proxy"], nv),
+                                f"{world['instance']} via nethvoice-bypass")
+    return changes, desired_trunks, nat_desired, domains
+
+
+def needs_reload(changes):
+    return any(c["op"] in DB_OPS for c in changes)
+
+
+def settled(mine):
+    """An instance's record without the marks of a change in progress."""
+    return {**empty_instance_intent(), **{k: v for k, v in mine.items() if k not in ("pending", "reload_pending")}}
+
+
+def recorded_state(mine, world, data, desired_trunks, nat_desired, domains, since):
+    """What the instance's record becomes once the plan is applied. Trunks asked for
+    are managed even when they need no change (already without the proxy)."""
+    after, site = settled(mine), world["site"]
+    trunks_by_id = {str(t["id"]): t for t in site["trunks"]}
+    if desired_trunks is not None:
+        after["trunks"] = {tid: {"name": trunks_by_id[tid]["name"],
+                                 "since": mine["trunks"].get(tid, {}).get("since", since)} for tid in desired_trunks}
+    if nat_desired is not None:
+        previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
+                                                          "localnets": site["localnets"]}
+        after["nat"] = {**nat_desired, "previous": previous}
+    elif "nat" in data:
+        after["nat"] = None
+    if domains is not None:
+        after["domain_aliases"] = {d: {"uri": route_uri(world["proxy"], world["nethvoice"])} for d in domains}
+    return after
+
+
+def recorded_request(mine):
+    """The configure-bypass input that re-applies what was recorded for an instance."""
+    data = {"trunks": [int(t) for t in mine["trunks"]]}
+    if mine["domain_aliases"]:
+        data["domain_aliases"] = list(mine["domain_aliases"])
+    if mine["nat"]:
+        data["nat"] = {"external_address": mine["nat"]["externip"], "local_networks": mine["nat"]["localnets"],
+                       "include_cluster_network": False}
+    return data

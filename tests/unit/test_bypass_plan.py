@@ -1,10 +1,16 @@
 """The pure core of configure-bypass."""
 
 import pytest
-from nethvoice_bypass import bypass
+from nethvoice_bypass import bypass_plan as bypass
 from nethvoice_bypass.freepbx import changes_sql, format_localnets, parse_localnets, sql_literal
+from nethvoice_bypass.step import validation_error
 
 pytestmark = pytest.mark.unit
+
+
+def agent_format(problems):
+    """The core's problems as the step layer reports them."""
+    return [validation_error(p["field"], p["reason"], p["value"]) for p in problems]
 
 PROXY = "sip:10.5.4.1:5060;lr"
 TRUNKS = [
@@ -19,7 +25,7 @@ def test_resolve_trunks_by_id_or_name():
     ids, errors = bypass.resolve_trunks(["Nope", "Other-Trunk", 2, "Custom-Voip"], TRUNKS,
                                         {"nethvoice2": ["Other-Trunk"]})
     assert ids == ["2"]
-    assert [(e["field"], e["error"]) for e in errors] == [
+    assert [(e["field"], e["error"]) for e in agent_format(errors)] == [
         ("trunks.0", "trunks_not_found"), ("trunks.1", "trunks_other_instance"), ("trunks.3", "trunks_duplicate")]
 
 
@@ -41,7 +47,7 @@ def test_plan_trunks_bypasses_and_restores_only_managed_ones():
 ])
 def test_nat_refusals(nat, error):
     _, errors = bypass.check_nat(nat, "10.5.4.0/24")
-    assert [e["error"] for e in errors] == [error]
+    assert [e["error"] for e in agent_format(errors)] == [error]
 
 
 def test_nat_includes_cluster_network_once():
@@ -61,7 +67,7 @@ def test_domains():
                                             "voice.example.org", "other.example.org", "bad_domain!"],
                                            {"voice.example.org"}, routes, {})
     assert domains == ["pbx.customer.example", "198.51.100.20"]
-    assert [e["error"] for e in errors] == ["domain_aliases_duplicate", "domain_aliases_owned_by_nethvoice",
+    assert [e["error"] for e in agent_format(errors)] == ["domain_aliases_duplicate", "domain_aliases_owned_by_nethvoice",
                                             "domain_aliases_route_exists", "domain_aliases_format"]
     uri = "sip:10.5.4.1:20024"
     routes = {"old.example": {"domain": "old.example", "address": [{"uri": uri}]}}

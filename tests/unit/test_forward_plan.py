@@ -1,13 +1,18 @@
 """The pure planning core of port forwards."""
 
 import pytest
-from nethvoice_bypass import forwards
+from nethvoice_bypass import forward_plan as forwards
 from nethvoice_bypass.cluster import ClusterView, image_name
-from nethvoice_bypass.forwarding import check_forward_request, forward_requests
-from nethvoice_bypass.model import ForwardRule
-from nethvoice_bypass.step import ValidationFailed
+from nethvoice_bypass.forward_requests import check_forward_request, forward_requests, select_instance
+from nethvoice_bypass.model import ForwardRule, Refused
+from nethvoice_bypass.step import validation_error
 
 pytestmark = pytest.mark.unit
+
+
+def agent_format(problems):
+    """The core's problems as the step layer reports them."""
+    return [validation_error(p["field"], p["reason"], p["value"]) for p in problems]
 
 NV = {"IMAGE_URL": "ghcr.io/nethesis/nethvoice:1.8.0", "ASTERISK_SIP_PORT": "20024",
       "ASTERISK_SIP_UDP_PORT": "20040"}
@@ -45,15 +50,15 @@ def test_target_port_follows_nethvoice_layout(env, protocol, expected):
 
 
 def test_select_instance():
-    assert forwards.select_instance({"nethvoice1": NV}, None) == "nethvoice1"
+    assert select_instance({"nethvoice1": NV}, None) == "nethvoice1"
     for instances, requested, error in [
         ({}, None, "instance_no_nethvoice"),
         ({"nethvoice1": NV, "nethvoice2": NV}, None, "instance_required"),
         ({"nethvoice1": NV}, "nethvoice9", "instance_not_found"),
     ]:
-        with pytest.raises(ValidationFailed) as err:
-            forwards.select_instance(instances, requested)
-        assert err.value.errors[0]["error"] == error
+        with pytest.raises(Refused) as err:
+            select_instance(instances, requested)
+        assert agent_format(err.value.problems)[0]["error"] == error
 
 
 @pytest.mark.parametrize("request_, errors", [
@@ -70,7 +75,7 @@ def test_select_instance():
 ])
 def test_request_checks(request_, errors):
     found, _ = check_forward_request(request_, "")
-    assert [e["error"] for e in found] == errors
+    assert [e["error"] for e in agent_format(found)] == errors
 
 
 def test_request_canonical_values_and_family_from_source():
@@ -84,8 +89,8 @@ def test_batch_requests_carry_item_paths_and_instance():
     assert [p for _, p in requests] == ["forwards.0.", "forwards.1."]
     assert requests[1][0]["instance"] == "nethvoice1"
     found, _ = check_forward_request({"source": "192.0.2.1/24"}, "forwards.1.")
-    assert found[0]["field"] == "forwards.1.source" and found[0]["error"] == "forwards_host_bits_set"
-    with pytest.raises(ValidationFailed):
+    assert found[0]["field"] == "forwards.1.source" and agent_format(found)[0]["error"] == "forwards_host_bits_set"
+    with pytest.raises(Refused):
         forward_requests({"source": "192.0.2.10", "forwards": [{}]})
 
 
