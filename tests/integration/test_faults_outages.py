@@ -97,3 +97,15 @@ def test_status_reads_a_torn_and_a_garbage_audit_line(actions, sandbox, a_forwar
     actions.run("remove-port-forward", {"id": a_forward["id"]})
     assert [r["action"] for r in actions.run("get-status")["bypass"]["audit"][-2:]] == [
         "add-port-forward", "remove-port-forward"]
+
+
+def test_input_is_refused_for_what_it_is_before_anything_is_read(actions, sandbox, monkeypatch):
+    """A malformed domain alias is the answer even while Redis and the cluster API are down."""
+    monkeypatch.setitem(actions.agent.env, "NETHVOICE_BYPASS_API_ENDPOINT", "http://127.0.0.1:9")
+    with sandbox.stopped("redis-replica"):
+        refused = actions.run("configure-bypass", {"domain_aliases": ["not a domain!", "pbx.example.org",
+                                                                      "PBX.example.org"]}, expect=10)
+        assert [(e["field"], e["error"]) for e in refused] == [
+            ("domain_aliases.0", "domain_aliases_format"), ("domain_aliases.2", "domain_aliases_duplicate")]
+        refused = actions.run("add-port-forward", {"source": "192.0.2.10/24"}, expect=10)
+        assert [e["error"] for e in refused] == ["source_host_bits_set"]
