@@ -106,3 +106,57 @@ def test_warnings():
     assert ("trunk_name_without_custom", "1") in pairs and ("trunk_name_without_custom", "2") not in pairs
     assert ("provider_must_reach_asterisk", "1") in pairs and ("trunk_without_registration", "3") in pairs
     assert ("nat_affects_proxied_calls", None) in pairs
+
+
+# --- a whole configure-bypass, planned on values read first ------------------------
+
+NV_ENV = {"PROXY_IP": "10.5.4.1", "PROXY_PORT": "5060", "ASTERISK_SIP_PORT": "20024", "NETHVOICE_HOST": "voice.example.org"}
+SITE = {"trunks": TRUNKS, "externip": "", "localnets": []}
+
+
+def world(**kw):
+    return {"instance": "nethvoice1", "nethvoice": NV_ENV, "proxy": {"SERVICE_IP": "10.5.4.1"},
+            "cluster_network": "10.5.4.0/24", "nethvoice_hosts": {"voice.example.org"}, "site": SITE,
+            "mine": bypass.empty_instance_intent(), "routes": {}, "other_trunks": {}, **kw}
+
+
+def test_the_request_is_checked_before_anything_is_read():
+    bypass.check_request({"trunks": ["Custom-Voip"], "nat": {"external_address": "203.0.113.5"},
+                          "domain_aliases": ["pbx.example.net"]})
+    with pytest.raises(bypass.Refused) as err:
+        bypass.check_request({"trunks": ["Custom-Voip", "custom-voip"], "nat": {"external_address": "10.0.0.1"},
+                              "domain_aliases": ["bad name!", "a.example", "A.example."]})
+    assert [(e["field"], e["error"]) for e in agent_format(err.value.problems)] == [
+        ("nat.external_address", "nat_external_address_private"), ("domain_aliases.0", "domain_aliases_format"),
+        ("domain_aliases.2", "domain_aliases_duplicate"), ("trunks.1", "trunks_duplicate")]
+
+
+def test_plan_configuration_on_what_was_read():
+    data = {"trunks": ["Custom-Voip"], "nat": {"external_address": "203.0.113.5"},
+            "domain_aliases": ["pbx.example.net"]}
+    changes, trunks, nat, domains = bypass.plan_configuration(data, world())
+    assert [c["op"] for c in changes] == ["bypass_trunk", "set_externip", "set_localnets", "add_route"]
+    assert (trunks, nat, domains) == (["2"], {"externip": "203.0.113.5", "localnets": ["10.5.4.0/24"]},
+                                      ["pbx.example.net"])
+    assert bypass.needs_reload(changes) and not bypass.needs_reload([c for c in changes if c["op"] == "add_route"])
+    with pytest.raises(bypass.Refused) as err:  # what only the world can say
+        bypass.plan_configuration({"trunks": ["Elsewhere"], "domain_aliases": ["voice.example.org"]},
+                                  world(other_trunks={"nethvoice2": ["Elsewhere"]}))
+    assert [e["error"] for e in agent_format(err.value.problems)] == [
+        "trunks_other_instance", "domain_aliases_owned_by_nethvoice"]
+
+
+def test_the_record_after_a_plan_and_the_request_that_re_applies_it():
+    data = {"trunks": ["Mediant-SBC"], "nat": {"external_address": "203.0.113.5", "local_networks": []}}
+    changes, trunks, nat, domains = bypass.plan_configuration(data, world())
+    after = bypass.recorded_state(bypass.empty_instance_intent(), world(), data, trunks, nat, domains, "T")
+    # an already proxy-less trunk asked for is managed although nothing changes for it
+    assert after["trunks"] == {"3": {"name": "Mediant-SBC", "since": "T"}}
+    assert after["nat"]["previous"] == {"externip": "", "localnets": []}
+    assert bypass.settled(dict(after, pending={"task": "x"}, reload_pending=True)) == after
+    again = bypass.recorded_request(after)
+    assert again == {"trunks": [3], "nat": {"external_address": "203.0.113.5", "local_networks": ["10.5.4.0/24"],
+                                             "include_cluster_network": False}}
+    mine = dict(after)
+    assert bypass.plan_configuration(again, world(mine=mine, site=dict(SITE, externip="203.0.113.5",
+                                                                      localnets=["10.5.4.0/24"])))[0] == []

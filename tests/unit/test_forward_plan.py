@@ -199,3 +199,46 @@ def test_removal_withdraws_every_rule_that_stands_for_the_forward():
     plan = forwards.plan_forward(moved, None, observed, removing=True)
     assert [(c["config"], c["rule"]) for c in plan if c["op"] == "remove_rule"] == [
         ("runtime", OLD_RULE), ("runtime", NEW_RULE), ("permanent", NEW_RULE)]
+
+
+def test_observed_after_is_what_reading_again_gives():
+    observed = observed_with(OLD_RULE)
+    changes = forwards.plan_forward(entry(rule=OLD_RULE), forwards.desired_rule(entry(), cluster(nethvoice1=NV)),
+                                    observed)
+    after = forwards.observed_after(observed, changes)
+    assert after == observed_with(NEW_RULE) and observed == observed_with(OLD_RULE)
+
+
+def test_requests_become_entries_on_the_cluster_read():
+    from nethvoice_bypass.forward_requests import checked_requests, new_entries
+
+    checked = checked_requests({"forwards": [{"source": "192.0.2.10"}, {"allow_any_source": True,
+                                                                        "protocol": "tcp"}]})
+    intent = {"forwards": {}}
+    entries = new_entries(checked, intent, {"nethvoice1": NV}, "public", "T")
+    assert [(e["id"], e["instance"], e["created"]) for e in entries] == [
+        ("udp-ipv4-5060-192.0.2.10", "nethvoice1", "T"), ("tcp-ipv4-5060-any", "nethvoice1", "T")]
+    with pytest.raises(Refused) as err:
+        new_entries(checked, intent, {"nethvoice1": {"ASTERISK_SIP_PORT": "x"}}, "public", "T")
+    assert [e["error"] for e in agent_format(err.value.problems)] == ["forwards_no_sip_port"] * 2
+
+
+def test_plan_additions_warns_with_the_trunks_read_for_sourceless_forwards():
+    view = cluster(nethvoice1=NV, **{"nethvoice-proxy1": PROXY})
+    sourceless = entry(id="udp-ipv4-5060-any", source=None, applied=False, rule="")
+    changes, warnings = forwards.plan_additions([sourceless], {"forwards": {}}, view, "public",
+                                                {"public": {"runtime": set(), "permanent": set()}},
+                                                {("nethvoice1", "udp"): [{"name": "Telco-Main"}]})
+    assert [c["op"] for c in changes] == ["add_rule", "add_rule", "flush_conntrack"]
+    assert sourceless["rule"] == ForwardRule("ipv4", "udp", 5060, 20040, None).to_rich_rule()
+    assert any(w["id"] == "captures_every_source" and "Telco-Main" in w["message"] for w in warnings)
+
+
+def test_plan_reconcile_follows_the_port_and_records_a_rule_moved_by_someone_else():
+    moved, stale = entry(rule=OLD_RULE), entry(id="tcp-ipv4-5060-192.0.2.10", protocol="tcp",
+                                               rule=ForwardRule("ipv4", "tcp", 5060, 20099, "192.0.2.10").to_rich_rule())
+    intent = {"forwards": {moved["id"]: moved, stale["id"]: stale}}
+    changes, updates = forwards.plan_reconcile(intent, cluster(nethvoice1=NV), observed_with(NEW_RULE, stale["rule"]))
+    assert {c["forward"] for c in forwards.rule_changes(changes)} == {stale["id"]}
+    assert updates == {moved["id"]: NEW_RULE,
+                       stale["id"]: ForwardRule("ipv4", "tcp", 5060, 20024, "192.0.2.10").to_rich_rule()}

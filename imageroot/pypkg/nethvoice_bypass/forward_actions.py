@@ -80,7 +80,7 @@ def add_port_forward(data):
             set_progress(60)
             update = {e["id"]: dict(e, applied=True, updated=now()) for e in recorded}
             result["conntrack"] = commit(store, intent, fw, changes, "add-port-forward", update=update)
-            observed = observe(fw, {zone} | {e["zone"] for e in entries})
+            observed = plan.observed_after(observed, changes)
         planned = "planned" if result["changed"] else "in_sync"
         result["forwards"] = [dict(plan.describe(e, cluster, observed), **({"state": planned} if dry_run else {}))
                               for e in entries]

@@ -58,6 +58,15 @@ def rule_changes(changes):
     return [c for c in changes if c["op"] != "flush_conntrack"]
 
 
+def observed_after(observed, changes):
+    """firewalld's rules once applied changes are made: what reading them again gives."""
+    after = {zone: {config: set(rules) for config, rules in configs.items()} for zone, configs in observed.items()}
+    for change in rule_changes(changes):
+        rules = after.setdefault(change["zone"], {c: set() for c in CONFIGS})[change["config"]]
+        (rules.add if change["op"] == "add_rule" else rules.discard)(change["rule"])
+    return after
+
+
 def desired_rule(entry, cluster):
     """The rule this forward should have now, or None when its instance is gone."""
     port = target_port(cluster.nethvoice.get(entry["instance"]), entry["protocol"])

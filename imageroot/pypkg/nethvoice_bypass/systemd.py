@@ -62,10 +62,9 @@ def start_self_check(action):
     if not module_id or action == "self-check" or _started:
         return
     _started.append(action)  # once per step is enough
-    try:
-        proc = systemctl("start", "--no-block", unit_name(module_id, "self-check.service"), check=False)
-    except Failure as err:
-        proc = None
+    try:  # not waited for: the action's answer does not depend on it
+        subprocess.Popen(["systemctl", "start", "--no-block", unit_name(module_id, "self-check.service")],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)  # no pipe of the step: the agent waits for them
+    except OSError as err:
         log(f"the self-check could not be started: {err}")
-    if proc is not None and proc.returncode != 0:
-        log(f"the self-check could not be started: {proc.stderr.strip()[-200:]}")
