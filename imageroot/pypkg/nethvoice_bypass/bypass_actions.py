@@ -12,18 +12,27 @@ from . import bypass_plan as plan
 from . import freepbx, proxy, systemd
 from .cluster import read_cluster
 from .forward_requests import select_instance
+from .model import Refused
 from .step import Cancelled, Failure, cancel_requested, critical, log, set_progress
 from .store import Store, now
 
 
 def configure_bypass(data):
+    """What is wrong with the input is known before anything is read: it is the answer
+    when a read fails (Redis or the cluster API down); when the reads work, the plan
+    refuses it with every other problem the world shows."""
     data = data or {}
-    plan.check_request(data)
+    early = plan.request_problems(data)
     store = Store()
     with store.locked(), critical():
-        cluster = read_cluster()
-        instance = select_instance(cluster.nethvoice, data.get("instance"))
-        return configure_instance(store, store.load(), cluster, instance, data, "configure-bypass")
+        try:
+            cluster = read_cluster()
+            instance = select_instance(cluster.nethvoice, data.get("instance"))
+            return configure_instance(store, store.load(), cluster, instance, data, "configure-bypass")
+        except Failure:
+            if early:
+                raise Refused(early) from None
+            raise
 
 
 def read_instance(cluster, instance, data, mine):

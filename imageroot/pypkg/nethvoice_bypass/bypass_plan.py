@@ -179,9 +179,9 @@ def empty_instance_intent():
     return {"trunks": {}, "nat": None, "domain_aliases": {}}
 
 
-def check_request(data):
-    """What can be refused before anything is read: the NAT values, the domain names,
-    the same trunk or domain asked twice."""
+def request_problems(data):
+    """What is wrong with the input that needs nothing read: the NAT values, the domain
+    names, the same trunk or domain asked twice. plan_configuration finds these too."""
     problems = []
     if data.get("nat") is not None:
         problems += check_nat(data["nat"], None)[1]
@@ -193,8 +193,7 @@ def check_request(data):
         if key in seen:
             problems.append(problem(f"trunks.{i}", "duplicate", wanted))
         seen.add(key)
-    if problems:
-        raise Refused(problems)
+    return problems
 
 
 def plan_configuration(data, world):

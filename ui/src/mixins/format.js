@@ -1,4 +1,5 @@
-/** Small formatting helpers shared by the pages. */
+/** Small formatting helpers shared by the pages and their components, and splitList for
+ * the list fields of the forms. */
 
 /** Text for v-html props (NsInlineNotification renders title/description as HTML). */
 export function escapeHtml(value) {
@@ -8,6 +9,15 @@ export function escapeHtml(value) {
     .replace(/>/g, "&gt;")
     .replace(/"/g, "&quot;")
     .replace(/'/g, "&#39;");
+}
+
+/** A form's list field as items: one a line (commas and semicolons separate too); spaces
+ * inside an item stay, so that the action reports "not a domain" rather than three odd words. */
+export function splitList(text) {
+  return String(text || "")
+    .split(/[\n,;]+/)
+    .map((s) => s.trim())
+    .filter((s) => s);
 }
 
 export const STATE_TAG_KINDS = {
