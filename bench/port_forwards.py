@@ -96,8 +96,11 @@ def module(api_cli, rdb, count, per_task):
     return timed(add), timed(remove)
 
 
-FLOOR_STEP = "#!/usr/bin/env python3\n# the least a step of this module does: the agent venv, redis-py, dbus-python\n" \
-             "import dbus  # noqa: F401\nimport redis  # noqa: F401\n"
+FLOOR_STEP = ("#!/usr/bin/env python3\n# the least a step of this module does: the agent venv, redis-py, dbus-python,\n"
+              "# one JSON document\nimport dbus  # noqa: F401\nimport redis  # noqa: F401\nprint('{}')\n")
+# The agent validates every task's input and output (the runner with dev/validator):
+# the floor task has schemas too, so the same validation is on both sides.
+FLOOR_SCHEMA = '{"$schema": "http://json-schema.org/draft-07/schema#"}'
 
 
 def floor_and_one_add(sandbox, repeat):
@@ -106,10 +109,12 @@ def floor_and_one_add(sandbox, repeat):
     (base / "floor").mkdir()
     (base / "floor/10import").write_text(FLOOR_STEP)
     (base / "floor/10import").chmod(0o755)
+    for schema in ("validate-input.json", "validate-output.json"):
+        (base / "floor" / schema).write_text(FLOOR_SCHEMA)
     env = runner.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
     agent = runner.Agent(AGENT_ID, str(sandbox.install_dir), str(base), env=env, log=open("/dev/null", "w"))
     floor, add, remove = [], [], []
-    for _ in range(repeat):
+    for _ in range(repeat):  # interleaved, so the machine's moods fall on all three
         floor.append(timed(lambda: agent.run("floor")))
         add.append(timed(lambda: agent.run("add-port-forward", {"source": "198.51.100.200"})))
         remove.append(timed(lambda: agent.run("remove-port-forward", {"id": "udp-ipv4-5060-198.51.100.200"})))
@@ -154,7 +159,7 @@ def main():
                   f"  x{row['add_speedup']:5.1f} | remove: manual {row['manual_remove_s']*1000:8.1f} ms"
                   f"  module {row['module_remove_s']*1000:8.1f} ms  x{row['remove_speedup']:5.1f}"
                   f" | reloads by the module: {reloads}", flush=True)
-        floor, add, remove = floor_and_one_add(sandbox, max(args.repeat, 9))
+        floor, add, remove = floor_and_one_add(sandbox, max(args.repeat * 5, 25))
         results.append({"case": "step floor", "floor_s": floor, "add_s": add, "remove_s": remove})
         print(f"{'step floor':24} {floor*1000:8.1f} ms | one add {add*1000:8.1f} ms (+{(add-floor)*1000:.1f})"
               f" | one remove {remove*1000:8.1f} ms (+{(remove-floor)*1000:.1f})", flush=True)

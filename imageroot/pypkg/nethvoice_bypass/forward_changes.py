@@ -1,8 +1,9 @@
-"""Changing firewalld for the forwards, crash-safe: apply a plan (permanent first),
-undo it, and record it in the intent (commit), or undo what a dead step left (recover).
+"""Changing firewalld for the forwards, crash-safe: apply a plan, undo it, and record
+it in the intent (commit), or undo what a dead step left (recover).
 """
 
 import os
+import threading
 
 from . import conntrack, systemd
 from .firewalld import INPUT_ERRORS, FirewalldError
@@ -13,38 +14,77 @@ from .store import now
 
 
 def apply_changes(fw, changes):
-    """Apply rule changes, every permanent change before the runtime ones: a firewalld
-    reload between two calls then re-creates only what was about to be added and
-    cannot bring back what was removed. Permanent changes go in one write per zone.
-    On failure or cancel, what was done is undone and the error raised. Conntrack
-    flushes come last and never fail the action."""
+    """Apply rule changes: the runtime ones first, then, while conntrack flushes the
+    forwards' live flows, the permanent ones in one write per zone, then a look at
+    runtime: a firewalld reload before the permanent write put back the previous
+    configuration, so what it took away is done again (and flushed again). A reload
+    after the permanent write loads it, so nothing is lost either way. On failure or
+    cancel, what was done is undone and the error raised. Flushes never fail the action."""
     rules = rule_changes(changes)
+    runtime = [c for c in rules if c["config"] == RUNTIME]
+    flushes = [c for c in changes if c["op"] == "flush_conntrack"]
     done = []
+    flushing = None
     try:
+        apply_runtime(fw, runtime, done)
+        flushing = background(conntrack.flush_many, flushes)
         for zone in sorted({c["zone"] for c in rules if c["config"] == PERMANENT}):
             ours = [c for c in rules if c["config"] == PERMANENT and c["zone"] == zone]
             fw.change_permanent_rules(zone, add=[c["rule"] for c in ours if c["op"] == "add_rule"],
                                       remove=[c["rule"] for c in ours if c["op"] == "remove_rule"])
             done += ours
             stop_if_cancelled("after_permanent")
-        for change in (c for c in rules if c["config"] == RUNTIME):
-            (fw.add_rich_rule if change["op"] == "add_rule" else fw.remove_rich_rule)(
-                change["zone"], change["rule"], RUNTIME)
-            done.append(change)
-            stop_if_cancelled("after_runtime")
+        undone = undone_by_reload(fw, runtime)
+        if undone:
+            log(f"firewalld reloaded during the change: {len(undone)} runtime changes made again", SD_WARNING)
+            apply_runtime(fw, undone, [])
+            flushing.join()
+            flushing = background(conntrack.flush_many, flushes)
     except Failure as err:
-        failures = undo(fw, done)
-        if failures:
-            raise UndoFailed(f"{err}; undoing the changes already made failed too ({failures[0]}): the next "
-                             "change or reconcile-bypass undoes them") from err
-        if isinstance(err, Cancelled):
-            raise Cancelled(f"cancelled: the {len(done)} firewalld changes already made were undone") from err
-        if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
-            raise Refused.one("(root)", "rejected_by_firewalld", f"{err.code}: {err.detail}") from err
-        raise Failure(f"{err}; the changes already made were undone") from err
-    flushes = [c for c in changes if c["op"] == "flush_conntrack"]
-    return [dict(result, forward=c["forward"]) for c, result in zip(flushes, conntrack.flush_many(flushes),
-                                                                      strict=True)]
+        if flushing:
+            flushing.join()
+        raise undo_after(fw, done, err) from err
+    flushing.join()
+    return [dict(result, forward=c["forward"]) for c, result in zip(flushes, flushing.result, strict=True)]
+
+
+def apply_runtime(fw, changes, done):
+    for change in changes:
+        (fw.add_rich_rule if change["op"] == "add_rule" else fw.remove_rich_rule)(
+            change["zone"], change["rule"], RUNTIME)
+        done.append(change)
+        stop_if_cancelled("after_runtime")
+
+
+def undone_by_reload(fw, runtime):
+    """The runtime changes no longer in effect."""
+    now_in = {zone: fw.rich_rules(zone, RUNTIME) for zone in sorted({c["zone"] for c in runtime})}
+    return [c for c in runtime if (c["rule"] in now_in[c["zone"]]) != (c["op"] == "add_rule")]
+
+
+class background(threading.Thread):  # noqa: N801 - used like a function
+    """fn(*args) in a thread; .result once joined."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.result = fn, args, None
+        self.start()
+
+    def run(self):
+        self.result = self.fn(*self.args)
+
+
+def undo_after(fw, done, err):
+    """Undo what was done; the error to raise."""
+    failures = undo(fw, done)
+    if failures:
+        return UndoFailed(f"{err}; undoing the changes already made failed too ({failures[0]}): the next "
+                          "change or reconcile-bypass undoes them")
+    if isinstance(err, Cancelled):
+        return Cancelled(f"cancelled: the {len(done)} firewalld changes already made were undone")
+    if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
+        return Refused.one("(root)", "rejected_by_firewalld", f"{err.code}: {err.detail}")
+    return Failure(f"{err}; the changes already made were undone")
 
 
 def stop_if_cancelled(point):
