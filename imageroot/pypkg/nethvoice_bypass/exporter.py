@@ -4,7 +4,7 @@ nobody guesses (METRICS_PATH); anything else is 404."""
 
 import os
 
-from .selfcheck import METRICS_FILE
+from .metrics import METRICS_FILE
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

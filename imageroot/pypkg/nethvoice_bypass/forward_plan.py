@@ -25,13 +25,13 @@ def plan_additions(entries, intent, cluster, zone, observed, trunks_via_proxy):
     """Changes and warnings for new entries; each entry's rule becomes its desired one.
     trunks_via_proxy: {(instance, protocol): trunks still using the proxy}, read for
     the forwards without a source."""
-    changes, warnings = [], []
+    changes, warnings, index = [], [], rule_index(observed)
     lan_rules = proxy_rules(observed[zone][RUNTIME] | observed[zone][PERMANENT])
     ours = [r for r in (desired_rule(e, cluster) for e in intent["forwards"].values()) if r]
     for entry in entries:
         desired = desired_rule(entry, cluster)
         entry["rule"] = entry["rule"] or desired.to_rich_rule()
-        changes += plan_forward(entry, desired, observed)
+        changes += plan_forward(entry, desired, observed, index=index)
         warnings += forward_warnings(desired, lan_rules, cluster.proxy,
                                      trunks_via_proxy.get((entry["instance"], entry["protocol"]), []), ours)
         entry["rule"] = desired.to_rich_rule()
@@ -41,17 +41,18 @@ def plan_additions(entries, intent, cluster, zone, observed, trunks_via_proxy):
 def plan_reconcile(intent, cluster, observed):
     """Changes that bring every forward back to its desired rule, and the recorded
     rules to update: {id: rule} (also when someone else moved the rule already)."""
-    changes, updates = [], {}
+    changes, updates, index = [], {}, rule_index(observed)
     for entry in intent["forwards"].values():
         desired = desired_rule(entry, cluster)
-        changes += plan_forward(entry, desired, observed)
+        changes += plan_forward(entry, desired, observed, index=index)
         if desired is not None and desired.to_rich_rule() != entry["rule"]:
             updates[entry["id"]] = desired.to_rich_rule()
     return changes, updates
 
 
 def plan_removals(entries, observed):
-    return [c for e in entries for c in plan_forward(e, None, observed, removing=True)]
+    index = rule_index(observed)
+    return [c for e in entries for c in plan_forward(e, None, observed, removing=True, index=index)]
 
 
 def rule_changes(changes):
@@ -93,17 +94,27 @@ def current_rule(entry, desired, observed):
     return entry["rule"]
 
 
-def related_rules(entry, observed):
+def rule_index(observed):
+    """{(zone, key, priority): rule texts} of every forward rule observed, each parsed
+    once: how related_rules finds its rules among hundreds."""
+    index = {}
+    for zone, configs in observed.items():
+        for text in set().union(*configs.values()):
+            rule = parse_rich_rule(text)
+            if rule:
+                index.setdefault((zone, rule.key, rule.priority), set()).add(text)
+    return index
+
+
+def related_rules(entry, observed, index=None):
     """The recorded rule and every rule that differs from it only in its target port
     (same family, protocol, port, source and priority): rules that stand for this
     forward, wherever Asterisk's port was when they were written."""
     recorded = parse_rich_rule(entry["rule"])
-    zone = observed.get(entry["zone"], {})
     rules = {entry["rule"]}
-    for text in set().union(*zone.values()) if zone else ():
-        rule = parse_rich_rule(text)
-        if rule and recorded and (rule.key, rule.priority) == (recorded.key, recorded.priority):
-            rules.add(text)
+    if recorded:
+        index = rule_index(observed) if index is None else index
+        rules |= index.get((entry["zone"], recorded.key, recorded.priority), set())
     return rules
 
 
@@ -126,11 +137,11 @@ def _rule_change(op, entry, config, rule, why):
             "why": why}
 
 
-def plan_forward(entry, desired, observed, removing=False):
+def plan_forward(entry, desired, observed, removing=False, index=None):
     """Changes that bring one forward to `desired` (or remove it), in apply order."""
     changes = []
     wanted = None if removing or desired is None else desired.to_rich_rule()
-    stale = related_rules(entry, observed) - {wanted}
+    stale = related_rules(entry, observed, index) - {wanted}
     why = ("forward removed" if removing else
            f"instance {entry['instance']} is gone" if desired is None else
            f"Asterisk's {entry['protocol'].upper()} SIP port changed to {desired.to_port}")
@@ -218,4 +229,5 @@ def describe_all(intent, cluster, observed):
 
 def known_rules(intent, observed):
     """Every rule text that stands for a managed forward (related_rules)."""
-    return set().union(*(related_rules(e, observed) for e in intent["forwards"].values()))
+    index = rule_index(observed)
+    return set().union(*(related_rules(e, observed, index) for e in intent["forwards"].values()))

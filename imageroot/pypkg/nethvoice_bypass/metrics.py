@@ -7,6 +7,7 @@ FORWARD_STATES = ("in_sync", "missing", "missing_runtime", "missing_permanent", 
 TRUNK_STATES = ("bypassed", "drifted")
 ALIAS_STATES = ("routed", "missing", "unknown")
 SEVERITIES = ("error", "warning", "info")
+METRICS_FILE = "metrics.prom"  # in the state dir: the self-check writes it, the exporter serves it
 # The timer runs the self-check every 5 minutes: three missed runs make it stale.
 STALE_AFTER_SECONDS = 20 * 60
 

@@ -5,6 +5,7 @@ text (`192.0.2.10/32` is not `192.0.2.10`), so every rule this module writes goe
 through one formatter fed with canonical values.
 """
 
+import functools
 import ipaddress
 import shlex
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ def forward_id(family, protocol, port, source):
     return f"{protocol}-{family}-{port}-{where}"
 
 
+@functools.lru_cache(maxsize=4096)  # a rule text always parses the same; ForwardRule is frozen
 def parse_rich_rule(text):
     """Parse a forward-port rich rule as firewalld lists it.
 

@@ -7,7 +7,6 @@ and event, and on demand (the action, the page's "Check now")."""
 
 import datetime
 import json
-import os
 import time
 
 from . import metrics, reconcile, status, verify
@@ -15,8 +14,7 @@ from .model import Refused
 from .step import Failure, PartialFailure, log
 from .store import Store
 
-RESULT_FILE = "selfcheck.json"
-METRICS_FILE = "metrics.prom"
+RESULT_FILE = status.SELF_CHECK_RESULT
 
 
 def self_check(data=None):
@@ -31,16 +29,16 @@ def self_check(data=None):
             bypass, intent, cluster = status.read_bypass(store)
     probes = verify.local_probes(cluster, intent) if cluster else []
     now = time.time()
-    last = last_result(store) or {}
+    last = store.read_json(RESULT_FILE) or {}
     total = last.get("repairs_total", 0) + len(repaired)
-    write_atomically(store, METRICS_FILE, metrics.render(metrics.series(bypass, probes, total, now)))
+    store.write_file(metrics.METRICS_FILE, metrics.render(metrics.series(bypass, probes, total, now)))
     checked_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds")
     errors = sum(c["severity"] == "error" for c in bypass["checks"])
     summary = {"checked_at": checked_at, "result": "ok" if not errors and all(p["ok"] for p in probes) else "problems",
                "findings": {s: sum(c["severity"] == s for c in bypass["checks"]) for s in metrics.SEVERITIES},
                "probes_failed": sum(not p["ok"] for p in probes), "repaired": len(repaired),
                "repairs_total": total}
-    write_atomically(store, RESULT_FILE, json.dumps(summary, indent=2) + "\n")
+    store.write_file(RESULT_FILE, json.dumps(summary, indent=2) + "\n")
     return {"checked_at": checked_at, "findings": bypass["checks"], "repaired": repaired, "probes": probes}
 
 
@@ -55,20 +53,3 @@ def repair_drift():
         log(f"no repair: {err}")
         return []
     return [c for c in out["plan"] if c["op"] != "flush_conntrack"]
-
-
-def last_result(store):
-    try:
-        with open(os.path.join(store.dir, RESULT_FILE)) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def write_atomically(store, name, text):
-    path = os.path.join(store.dir, name)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

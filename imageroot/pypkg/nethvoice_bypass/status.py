@@ -85,13 +85,14 @@ def read_bypass(store):
     return bypass, intent, parts["cluster"]
 
 
-def get_status(_data=None):
-    from .selfcheck import last_result
+SELF_CHECK_RESULT = "selfcheck.json"  # what selfcheck writes after each run
 
+
+def get_status(_data=None):
     core = corestatus.start()
     store = Store()
     bypass, _intent, _cluster = read_bypass(store)
-    bypass["self_check"] = last_result(store)
+    bypass["self_check"] = store.read_json(SELF_CHECK_RESULT)
     status = corestatus.finish(core)
     status["bypass"] = bypass
     return status

@@ -92,6 +92,22 @@ class Store:
             os.close(fd)
         return record
 
+    def read_json(self, name):
+        """A JSON file of the state dir (e.g. the last self-check), None when absent."""
+        try:
+            with open(os.path.join(self.dir, name)) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_file(self, name, text):
+        """A file of the state dir replaced atomically (readable by the exporter)."""
+        path = os.path.join(self.dir, name)
+        with open(f"{path}.tmp", "w") as f:
+            f.write(text)
+        os.chmod(f"{path}.tmp", 0o644)
+        os.replace(f"{path}.tmp", path)
+
     def audit_tail(self, count=20):
         """The last `count` records that parse, newest last (no lock needed)."""
         records = []
