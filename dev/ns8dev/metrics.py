@@ -2,6 +2,9 @@
 Debian's Prometheus and Alertmanager, provisioned from what modules publish, the way
 the metrics module does it on the leader:
 
+- `node/*/vpn`: each node's exporter (VPN address, port 9100), written to
+  prometheus.d/node_<id>.yml; so the target files are never none, as on a real
+  cluster (Prometheus keeps the last targets when a reload finds no file at all);
 - `module/*/metrics_targets`: each field a file_sd document, written to
   prometheus.d/provision_<module>_<field>.yml with `module_id` and `target_type`
   (the field) forced (provision-prometheus);
@@ -79,9 +82,19 @@ def rules_checked(document):
 KINDS = {"targets": ("metrics_targets", "prometheus.d"), "rules": ("metrics_alert_rules", "rules.d")}
 
 
+def node_targets(rdb, state):
+    for key in rdb.scan_iter("node/*/vpn"):
+        node_id = key.split("/")[1]
+        target = [{"targets": [f"{rdb.hget(key, 'ip_address')}:9100"],
+                   "labels": {"target_type": "node", "node": node_id}}]
+        (state / f"prometheus.d/node_{node_id}.yml").write_text(yaml.safe_dump(target, sort_keys=False))
+
+
 def provision(rdb, state_dir, what=("targets", "rules")):
     state = Path(state_dir)
     wanted = set()
+    if "targets" in what:
+        node_targets(rdb, state)
     for kind, directory in (KINDS[w] for w in what):
         convert = rules_checked if kind == "metrics_alert_rules" else None
         for key in sorted(rdb.scan_iter(f"module/*/{kind}")):

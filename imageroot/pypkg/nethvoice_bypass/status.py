@@ -13,6 +13,8 @@ from . import checks, conntrack, corestatus, status_view
 from .step import Failure, log
 from .store import Store
 
+SELF_CHECK_RESULT = "selfcheck.json"  # in the state dir: the last self-check's summary
+
 
 def read_site(instance):
     from . import freepbx
@@ -83,9 +85,6 @@ def read_bypass(store):
     snapshot = status_view.bypass_view(intent, parts)
     bypass = status_view.bypass_status(snapshot, checks.run_checks(snapshot), store.audit_tail(10))
     return bypass, intent, parts["cluster"]
-
-
-SELF_CHECK_RESULT = "selfcheck.json"  # what selfcheck writes after each run
 
 
 def get_status(_data=None):

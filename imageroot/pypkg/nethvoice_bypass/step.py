@@ -8,8 +8,8 @@ Input the library refuses (model.Refused) becomes the agent's validation failure
 list of {field, parameter, value, error} and exit code 10.
 
 A cancel (the agent's SIGTERM to the step's process group) ends a step at once,
-except inside critical(): there it is noted, and the step stops at its next safe
-point (cancel_point), after finishing or undoing the change in progress.
+except inside critical(): there it is noted (cancel_requested), and the action stops
+at its next safe point, after finishing or undoing the change in progress.
 """
 
 import contextlib
@@ -71,7 +71,7 @@ def _on_sigterm(_signum, _frame):
 
 @contextlib.contextmanager
 def critical():
-    """A section a cancel does not interrupt; cancel_point() decides where it stops."""
+    """A section a cancel does not interrupt; the action decides where it stops (cancel_requested)."""
     _cancel["critical"] += 1
     try:
         yield
