@@ -42,10 +42,17 @@ EXPECTED = {
         "verify-bypass probes Asterisk from the node",
         "reconcile-bypass dry run plans nothing on a fresh module",
     ],
+    "30 Monitoring": [
+        "The self-check timer and the exporter run",
+        "self-check writes the gauges the exporter serves",
+        "The exporter answers nothing but its own path",
+        "The scrape target and the alert rules are published for the metrics module",
+    ],
     "99 Nethvoice Bypass Remove": [
         "Leave a forward for the removal to withdraw",
         "Remove the module",
         "No forward of ours is left in firewalld",
+        "Its timer and exporter are gone",
     ],
 }
 

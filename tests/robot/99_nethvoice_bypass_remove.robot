@@ -20,3 +20,9 @@ Remove the module
 No forward of ours is left in firewalld
     Rule is not in firewalld    ${SOURCE}
     Rule is not in firewalld    192.0.2.10
+
+Its timer and exporter are gone
+    ${units} =    Execute Command    ls /etc/systemd/system/${module_id}-* 2>/dev/null
+    Should Be Empty    ${units}
+    ${active} =    Execute Command    systemctl is-active ${module_id}-exporter.service
+    Should Not Be Equal    ${active}    active
