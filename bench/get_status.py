@@ -67,7 +67,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory(prefix="nvb-bench-") as root, Sandbox(root, start_agent=False) as sandbox:
         env = agent.build_agent_env(AGENT_ID, str(sandbox.install_dir), [str(sandbox.env_file)])
-        runner = agent.Agent(AGENT_ID, str(sandbox.install_dir), str(REPO / "dev" / "base-actions"), env=env)
+        runner = agent.Agent(AGENT_ID, str(sandbox.install_dir), str(REPO / "dev" / "base-actions"), env=env,
+                            log=open(os.devnull, "w"))  # noqa: SIM115 (the progress lines are not results)
         add_trunks(sandbox, TRUNKS)
         have = 0
         for count in (1, 50, 200):

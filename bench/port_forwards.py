@@ -161,8 +161,8 @@ def main():
                   f" | reloads by the module: {reloads}", flush=True)
         floor, add, remove = floor_and_one_add(sandbox, max(args.repeat * 5, 25))
         results.append({"case": "step floor", "floor_s": floor, "add_s": add, "remove_s": remove})
-        print(f"{'step floor':24} {floor*1000:8.1f} ms | one add {add*1000:8.1f} ms (+{(add-floor)*1000:.1f})"
-              f" | one remove {remove*1000:8.1f} ms (+{(remove-floor)*1000:.1f})", flush=True)
+        print(f"{'step floor':24} {floor*1000:8.1f} ms | one add {add*1000:8.1f} ms ({(add-floor)*1000:+.1f})"
+              f" | one remove {remove*1000:8.1f} ms ({(remove-floor)*1000:+.1f})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
