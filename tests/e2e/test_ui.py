@@ -232,6 +232,42 @@ def test_toggle_trunk_bypass_changes_the_database(app, sandbox):
                30, "the page to show the trunk via the proxy")
 
 
+def managed_trunk(sandbox, trunk_id):
+    status = run_action(sandbox, "get-status", None)["output"]
+    return next(t for t in status["bypass"]["trunks"]["nethvoice1"] if str(t["id"]) == trunk_id)["managed"]
+
+
+def test_a_trunk_bypassed_by_hand_is_handed_to_the_module(app, sandbox):
+    assert run_action(sandbox, "configure-bypass", {"trunks": []})["exit_code"] == 0
+    proxy_value = outbound_proxy(sandbox, TRUNK_ID)
+    # the manual procedure: the outbound proxy removed in FreePBX
+    sandbox.sql(f"UPDATE pjsip SET data='' WHERE id='{TRUNK_ID}' AND keyword='outbound_proxy'")
+    try:
+        app.go("trunks")
+        frame = app.frame
+        row = frame.locator("tr", has=frame.locator(f'[data-trunk-name="{TRUNK_NAME}"]'))
+        manage = row.locator(f'[data-trunk-manage="{TRUNK_ID}"]')
+        manage.wait_for()
+        toggle = row.locator(f'input[data-trunk-toggle="{TRUNK_ID}"]')
+        assert toggle.is_checked() and toggle.is_disabled()
+
+        manage.click()
+        modal = frame.locator("[data-test=configure-modal]")
+        change = modal.locator(".plan-change[data-op=manage_trunk]")
+        change.wait_for()
+        assert modal.locator(".plan-change").count() == 1 and TRUNK_NAME in change.inner_text()
+        assert managed_trunk(sandbox, TRUNK_ID) is False  # only a preview so far
+
+        app.modal_primary("configure-modal").click()
+        modal.wait_for(state="hidden")
+        wait_until(lambda: manage.count() == 0, 30, "the page to show the trunk managed")
+        assert toggle.is_checked() and not toggle.is_disabled()
+        assert managed_trunk(sandbox, TRUNK_ID) is True and outbound_proxy(sandbox, TRUNK_ID) == ""
+    finally:
+        assert run_action(sandbox, "configure-bypass", {"trunks": []})["exit_code"] == 0
+        sandbox.sql(f"UPDATE pjsip SET data='{proxy_value}' WHERE id='{TRUNK_ID}' AND keyword='outbound_proxy'")
+
+
 def test_nat_form_shows_errors_under_its_fields(app, sandbox):
     externip = lambda: sandbox.sql(  # noqa: E731
         "SELECT val FROM kvstore_Sipsettings WHERE `key`='externip' AND id='noid'")

@@ -44,7 +44,8 @@ def last_error(result):
 def test_a_trunk_already_without_the_proxy_becomes_managed(actions, sandbox, clean_site):
     sandbox.sql("UPDATE pjsip SET data='' WHERE id='1' AND keyword='outbound_proxy'")
     out = actions.run("configure-bypass", {"trunks": ["Telco-Main"]})
-    assert out["plan"] == [] and out["changed"] is False
+    assert [c["op"] for c in out["plan"]] == ["manage_trunk"] and out["changed"] is True
+    assert out["needs_reload"] is False and out["reloaded"] is False
     assert managed(actions, "Telco-Main")["managed"] is True
     # NethVoice puts the proxy back (a freepbx restart): the module bypasses it again
     sandbox.sql(f"UPDATE pjsip SET data='{PROXY_VALUE}' WHERE id='1' AND keyword='outbound_proxy'")

@@ -37,6 +37,14 @@ def test_plan_trunks_bypasses_and_restores_only_managed_ones():
     assert bypass.plan_trunks([], TRUNKS, {}, PROXY) == []
 
 
+def test_plan_trunks_takes_over_a_trunk_bypassed_by_hand_once():
+    # trunk 3 has no outbound proxy and is not managed: asking for it changes only the record
+    changes = bypass.plan_trunks(["3"], TRUNKS, {}, PROXY)
+    assert [(c["op"], c["trunk"]) for c in changes] == [("manage_trunk", "3")]
+    assert not bypass.needs_reload(changes)
+    assert bypass.plan_trunks(["3"], TRUNKS, {"3": {}}, PROXY) == []
+
+
 @pytest.mark.parametrize("nat, error", [
     ({"external_address": "192.168.1.5"}, "nat_external_address_private"),
     ({"external_address": "10.0.0.1"}, "nat_external_address_private"),

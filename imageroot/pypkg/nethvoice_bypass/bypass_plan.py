@@ -60,6 +60,10 @@ def plan_trunks(desired_ids, trunks, managed, proxy_value):
             changes.append({"op": "bypass_trunk", "trunk": tid, "name": trunk["name"],
                             "before": trunk["outbound_proxy"], "after": "",
                             "why": "calls of this trunk go to the provider directly, not through the proxy"})
+        elif tid not in managed:  # bypassed by hand: only the record changes
+            changes.append({"op": "manage_trunk", "trunk": tid, "name": trunk["name"],
+                            "why": "already without the proxy: the module keeps it so, bypassing it again if "
+                                   "NethVoice puts the proxy back"})
     for tid in sorted(set(managed) - set(desired_ids)):
         trunk = by_id.get(tid)
         if trunk is not None and trunk.get("outbound_proxy") != proxy_value:
