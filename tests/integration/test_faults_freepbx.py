@@ -53,6 +53,17 @@ def test_a_trunk_already_without_the_proxy_becomes_managed(actions, sandbox, cle
     assert outbound_proxy(sandbox, 1) == ""
 
 
+
+def test_a_managed_trunk_already_back_on_the_proxy_is_released_in_the_plan(actions, sandbox, clean_site):
+    actions.run("configure-bypass", {"trunks": ["Telco-Main"]})
+    sandbox.sql(f"UPDATE pjsip SET data='{PROXY_VALUE}' WHERE id='1' AND keyword='outbound_proxy'")  # drift
+    out = actions.run("configure-bypass", {"trunks": []})
+    assert [c["op"] for c in out["plan"]] == ["release_trunk"] and out["needs_reload"] is False
+    assert managed(actions, "Telco-Main")["managed"] is False
+    assert outbound_proxy(sandbox, 1) == PROXY_VALUE
+    assert actions.run("reconcile-bypass")["plan"] == []  # no longer bypassed again
+
+
 def test_a_failed_reload_is_recorded_and_the_next_run_reloads(actions, sandbox, clean_site):
     fail = Path(sandbox.nethvoice["state_dir"]) / "fwconsole.fail"
     fail.write_text("Unable to connect to Asterisk. Is Asterisk running?\n")

@@ -45,6 +45,12 @@ def test_plan_trunks_takes_over_a_trunk_bypassed_by_hand_once():
     assert bypass.plan_trunks(["3"], TRUNKS, {"3": {}}, PROXY) == []
 
 
+def test_plan_trunks_releases_a_managed_trunk_already_back_on_the_proxy():
+    changes = bypass.plan_trunks([], TRUNKS, {"1": {}}, PROXY)
+    assert [(c["op"], c["trunk"]) for c in changes] == [("release_trunk", "1")]
+    assert not bypass.needs_reload(changes)
+
+
 @pytest.mark.parametrize("nat, error", [
     ({"external_address": "192.168.1.5"}, "nat_external_address_private"),
     ({"external_address": "10.0.0.1"}, "nat_external_address_private"),

@@ -66,10 +66,15 @@ def plan_trunks(desired_ids, trunks, managed, proxy_value):
                                    "NethVoice puts the proxy back"})
     for tid in sorted(set(managed) - set(desired_ids)):
         trunk = by_id.get(tid)
-        if trunk is not None and trunk.get("outbound_proxy") != proxy_value:
+        if trunk is None:
+            continue
+        if trunk.get("outbound_proxy") != proxy_value:
             changes.append({"op": "restore_trunk", "trunk": tid, "name": trunk["name"],
                             "before": trunk.get("outbound_proxy") or "", "after": proxy_value,
                             "why": "no longer bypassed: back through the proxy"})
+        else:  # NethVoice put the proxy back already: only the record changes
+            changes.append({"op": "release_trunk", "trunk": tid, "name": trunk["name"],
+                            "why": "already through the proxy: the module no longer bypasses it again"})
     return changes
 
 
