@@ -13,7 +13,7 @@ from . import freepbx, proxy, systemd
 from .cluster import read_cluster
 from .forward_requests import select_instance
 from .model import Refused
-from .step import Cancelled, Failure, cancel_requested, critical, log, set_progress
+from .step import Failure, critical, log, set_progress, stop_if_cancelled
 from .store import Store, now
 
 
@@ -136,8 +136,3 @@ def restorer(store, intent, instance):
 def record(store, intent, instance, mine):
     intent["bypass"][instance] = mine
     store.save(intent)
-
-
-def stop_if_cancelled():
-    if cancel_requested():
-        raise Cancelled("cancelled")

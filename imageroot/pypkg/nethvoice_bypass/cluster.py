@@ -1,11 +1,14 @@
-"""The cluster Redis, read-only: NethVoice instances and the node's proxy.
+"""The cluster Redis: NethVoice instances and the node's proxy, and the module's own
+metrics keys.
 
 Read as user `default` (password `nopass`) from the replica when there is one, the
-way every NS8 agent reads cluster state; this module never writes other modules'
-keys.
+way every NS8 agent reads cluster state; written only with the module's own
+credentials, on the leader, and only the module's own keys.
 """
 
+import contextlib
 import functools
+import json
 import os
 
 from .step import Failure
@@ -18,16 +21,31 @@ def redis_address():
     return os.environ.get("REDIS_REPLICA_ADDRESS") or os.environ.get("REDIS_ADDRESS") or "127.0.0.1:6379"
 
 
-def connect():
+def _client(address, username, password):
     import redis  # lazy: keeps actions that do not need Redis fast to start
     from redis.backoff import ConstantBackoff
     from redis.retry import Retry
 
-    host, _, port = redis_address().rpartition(":")
+    host, _, port = address.rpartition(":")
     # bounded: a Redis that is down or hung costs a few seconds, not redis-py's default retries
-    return redis.Redis(host=host or "127.0.0.1", port=int(port), username="default", password="nopass",
+    return redis.Redis(host=host or "127.0.0.1", port=int(port), username=username, password=password,
                        decode_responses=True, socket_timeout=3, socket_connect_timeout=2,
                        retry=Retry(ConstantBackoff(0.2), 1))
+
+
+def connect():
+    return _client(redis_address(), "default", "nopass")
+
+
+@contextlib.contextmanager
+def redis_errors(message):
+    """redis-py's errors as one-line Failures (matched by module: redis is imported lazily)."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__module__.startswith("redis"):
+            raise Failure(f"{message}: {err}") from err
+        raise
 
 
 def image_name(image_url):
@@ -59,7 +77,7 @@ class ClusterView:
 
 def read_cluster(rdb=None, node_id=None):
     node_id = str(node_id or os.environ.get("NODE_ID", ""))
-    try:
+    with redis_errors(f"cannot read the cluster Redis at {redis_address()}"):
         rdb = rdb or connect()
         placement = rdb.hgetall("cluster/module_node")
         local = [mid for mid, node in placement.items() if str(node) == node_id]
@@ -75,36 +93,21 @@ def read_cluster(rdb=None, node_id=None):
             for transport in ("udp", "tcp"):
                 pipe.hgetall(f"module/{proxy_id}/srv/{transport}/sip")
             srv = dict(zip(("udp", "tcp"), pipe.execute(), strict=True))
-    except Exception as err:
-        if type(err).__module__.startswith("redis"):
-            raise Failure(f"cannot read the cluster Redis at {redis_address()}: {err}") from err
-        raise
     return ClusterView(node_id, dict(zip(local, envs, strict=True)), proxy_id, srv, network)
 
 
 # --- writing: the module's own keys, with its own credentials, on the leader --------
 
 def connect_as_module():
-    import redis
-    from redis.backoff import ConstantBackoff
-    from redis.retry import Retry
-
     user, password = os.environ.get("REDIS_USER"), os.environ.get("REDIS_PASSWORD")
     if not user or not password:
         raise Failure("REDIS_USER/REDIS_PASSWORD are not set: run inside the module's agent")
-    host, _, port = (os.environ.get("REDIS_ADDRESS") or "127.0.0.1:6379").rpartition(":")
-    return redis.Redis(host=host or "127.0.0.1", port=int(port), username=user, password=password,
-                       decode_responses=True, socket_timeout=5, socket_connect_timeout=3,
-                       retry=Retry(ConstantBackoff(0.2), 1))
+    return _client(os.environ.get("REDIS_ADDRESS") or "127.0.0.1:6379", user, password)
 
 
 def vpn_address(node_id, rdb=None):
-    try:
+    with redis_errors(f"cannot read the cluster Redis at {redis_address()}"):
         return (rdb or connect()).hget(f"node/{node_id}/vpn", "ip_address") or ""
-    except Exception as err:
-        if type(err).__module__.startswith("redis"):
-            raise Failure(f"cannot read the cluster Redis at {redis_address()}: {err}") from err
-        raise
 
 
 def publish_metrics(module_id, field, targets_yaml, rules_yaml, event_payload):
@@ -123,9 +126,7 @@ def withdraw_metrics(module_id, field, event_payload):
 
 
 def _write_metrics(module_id, event_payload, writes):
-    import json
-
-    try:
+    with redis_errors(f"cannot publish the metrics of {module_id} on the cluster Redis"):
         rdb = connect_as_module()
         with rdb.pipeline(transaction=True) as pipe:
             for op, key, field, value, event in writes:
@@ -133,7 +134,3 @@ def _write_metrics(module_id, event_payload, writes):
                 payload = event_payload if event == "metrics-target-changed" else {}
                 pipe.publish(f"module/{module_id}/event/{event}", json.dumps(payload))
             pipe.execute()
-    except Exception as err:
-        if type(err).__module__.startswith("redis"):
-            raise Failure(f"cannot publish the metrics of {module_id} on the cluster Redis: {err}") from err
-        raise

@@ -9,7 +9,7 @@ from . import conntrack, systemd
 from .firewalld import INPUT_ERRORS, FirewalldError
 from .forward_plan import PERMANENT, RUNTIME, rule_changes
 from .model import Refused
-from .step import SD_WARNING, Cancelled, Failure, cancel_requested, checkpoint, log
+from .step import SD_WARNING, Cancelled, Failure, cancel_requested, checkpoint, log, stop_if_cancelled
 from .store import now
 
 
@@ -85,12 +85,6 @@ def undo_after(fw, done, err):
     if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
         return Refused.one("(root)", "rejected_by_firewalld", f"{err.code}: {err.detail}")
     return Failure(f"{err}; the changes already made were undone")
-
-
-def stop_if_cancelled(point):
-    checkpoint(point)
-    if cancel_requested():
-        raise Cancelled("cancelled")
 
 
 class UndoFailed(Failure):

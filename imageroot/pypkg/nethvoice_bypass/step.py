@@ -88,6 +88,14 @@ def checkpoint(name):
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
+def stop_if_cancelled(point=None):
+    """A safe point inside critical(): the cancel noted meanwhile ends the action here."""
+    if point:
+        checkpoint(point)
+    if cancel_requested():
+        raise Cancelled("cancelled")
+
+
 def log(message, priority=SD_INFO):
     for line in str(message).splitlines() or [""]:
         print(f"{priority}{line}", file=sys.stderr, flush=True)
