@@ -20,6 +20,7 @@ import signal
 import sys
 
 from .model import Refused
+from .store import write_atomically
 
 EXIT_VALIDATION_FAILED = 10
 EXIT_FAILURE = 1
@@ -120,24 +121,21 @@ def set_weight(step, weight):
     _agent_command("set-weight", step, int(weight))
 
 
+def _env_file():
+    return os.path.join(os.environ.get("AGENT_STATE_DIR") or os.getcwd(), "environment")
+
+
 def set_env(**values):
     """Set variables in the state dir's ./environment (KEY=VALUE, no quoting), as the
     core's agent.set_env does: later steps of the task see them, Redis at its end."""
-    path = os.path.join(os.environ.get("AGENT_STATE_DIR") or os.getcwd(), "environment")
-    with open(path) as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
-    kept = [line for line in lines if line.split("=", 1)[0] not in values]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(f"{line}\n" for line in kept + [f"{k}={v}" for k, v in values.items()]))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with open(_env_file()) as f:
+        kept = [line.rstrip("\n") for line in f if line.strip() and line.split("=", 1)[0] not in values]
+    write_atomically(_env_file(), "".join(f"{line}\n" for line in kept + [f"{k}={v}" for k, v in values.items()]))
 
 
 def read_env(name):
     """A variable as ./environment has it now (os.environ is the step's start)."""
-    path = os.path.join(os.environ.get("AGENT_STATE_DIR") or os.getcwd(), "environment")
-    with open(path) as f:
+    with open(_env_file()) as f:
         for line in f:
             key, sep, value = line.rstrip("\n").partition("=")
             if sep and key == name:

@@ -56,13 +56,7 @@ class Store:
         return intent
 
     def save(self, intent):
-        tmp = f"{self.intent_path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(intent, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.intent_path)
+        write_atomically(self.intent_path, json.dumps(intent, indent=2, sort_keys=True) + "\n")
 
     def audit(self, action, changes, before, after, **extra):
         """Append one record; the caller holds the lock."""
@@ -102,11 +96,7 @@ class Store:
 
     def write_file(self, name, text):
         """A file of the state dir replaced atomically (readable by the exporter)."""
-        path = os.path.join(self.dir, name)
-        with open(f"{path}.tmp", "w") as f:
-            f.write(text)
-        os.chmod(f"{path}.tmp", 0o644)
-        os.replace(f"{path}.tmp", path)
+        write_atomically(os.path.join(self.dir, name), text)
 
     def audit_tail(self, count=20):
         """The last `count` records that parse, newest last (no lock needed)."""
@@ -116,6 +106,18 @@ class Store:
             if len(records) >= count:
                 break
         return records[-count:]
+
+
+def write_atomically(path, text):
+    """Replace a file whole: readers see the old or the new text, never a part (temp,
+    fsync, rename), mode 0644."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def _tail_records(path, count):
