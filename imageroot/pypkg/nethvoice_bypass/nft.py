@@ -7,22 +7,17 @@ import subprocess
 
 
 def redirects(zone):
-    """(family, source, protocol, port, to_port) of the redirects in the zone's NAT chains."""
+    """(family, source, protocol, port, to_port) of the redirects in the zone's NAT
+    chains, from one listing of firewalld's table."""
     tool = shutil.which("nft")
     if not tool:
         return None
-    found = set()
-    for suffix in ("pre", "allow", "post"):
-        proc = subprocess.run([tool, "-j", "list", "chain", "inet", "firewalld", f"nat_PRE_{zone}_{suffix}"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            continue
-        for item in json.loads(proc.stdout).get("nftables", []):
-            if "rule" in item:
-                parsed = parse_nft_rule(item["rule"]["expr"])
-                if parsed:
-                    found.add(parsed)
-    return found
+    proc = subprocess.run([tool, "-j", "list", "table", "inet", "firewalld"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return set()
+    chains = {f"nat_PRE_{zone}_{suffix}" for suffix in ("pre", "allow", "post")}
+    rules = (item["rule"] for item in json.loads(proc.stdout).get("nftables", []) if "rule" in item)
+    return {parsed for rule in rules if rule.get("chain") in chains and (parsed := parse_nft_rule(rule["expr"]))}
 
 
 def parse_nft_rule(expr):
