@@ -12,6 +12,10 @@ METRICS_FILE = "metrics.prom"  # in the state dir: the self-check writes it, the
 STALE_AFTER_SECONDS = 20 * 60
 
 
+def severity_counts(findings):
+    return {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITIES}
+
+
 def series(bypass, probes, repairs_total, checked_at):
     """Metric families from get-status's `bypass` part and the probes:
     [(name, type, help, [(labels, value)])]. Every state is present, 0 where none."""
@@ -29,7 +33,7 @@ def series(bypass, probes, repairs_total, checked_at):
         ("nethvoice_bypass_domain_aliases", "gauge", "Domain aliases: routed by the proxy or not",
          count(aliases, lambda a: alias_state[a["present"]], ALIAS_STATES)),
         ("nethvoice_bypass_findings", "gauge", "Findings of the last self-check per severity",
-         [({"severity": s}, sum(1 for c in bypass["checks"] if c["severity"] == s)) for s in SEVERITIES]),
+         [({"severity": s}, n) for s, n in severity_counts(bypass["checks"]).items()]),
         ("nethvoice_bypass_probe_up", "gauge", "1 when the expected SIP server answered the probe",
          [(probe_labels(p), int(p["ok"])) for p in probes]),
         ("nethvoice_bypass_probe_rtt_seconds", "gauge", "Round trip of the probes that were answered",

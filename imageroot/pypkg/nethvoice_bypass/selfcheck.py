@@ -20,22 +20,18 @@ RESULT_FILE = status.SELF_CHECK_RESULT
 def self_check(data=None):
     repair = (data or {}).get("repair")
     repair = True if repair is None else repair
+    repaired = repair_drift() if repair else []
     store = Store()
-    bypass, intent, cluster = status.read_bypass(store)
-    repaired = []
-    if repair:
-        repaired = repair_drift()
-        if repaired:
-            bypass, intent, cluster = status.read_bypass(store)
+    bypass, intent, cluster = status.read_bypass(store)  # after the repairs: what they left
     probes = verify.local_probes(cluster, intent) if cluster else []
     now = time.time()
     last = store.read_json(RESULT_FILE) or {}
     total = last.get("repairs_total", 0) + len(repaired)
     store.write_file(metrics.METRICS_FILE, metrics.render(metrics.series(bypass, probes, total, now)))
     checked_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds")
-    errors = sum(c["severity"] == "error" for c in bypass["checks"])
-    summary = {"checked_at": checked_at, "result": "ok" if not errors and all(p["ok"] for p in probes) else "problems",
-               "findings": {s: sum(c["severity"] == s for c in bypass["checks"]) for s in metrics.SEVERITIES},
+    findings = metrics.severity_counts(bypass["checks"])
+    ok = not findings["error"] and all(p["ok"] for p in probes)
+    summary = {"checked_at": checked_at, "result": "ok" if ok else "problems", "findings": findings,
                "probes_failed": sum(not p["ok"] for p in probes), "repaired": len(repaired),
                "repairs_total": total}
     store.write_file(RESULT_FILE, json.dumps(summary, indent=2) + "\n")
