@@ -102,6 +102,26 @@ def test_a_database_failing_mid_change_changes_nothing(actions, sandbox, clean_s
     assert ALIAS not in proxy_routes(actions, sandbox)
 
 
+def test_a_failed_change_points_a_moved_alias_back(actions, sandbox, clean_site):
+    actions.run("configure-bypass", {"domain_aliases": [ALIAS]})
+    routes_file = Path(sandbox.proxy["state_dir"]) / "routes.json"
+    table = json.loads(routes_file.read_text())
+    route = next(r for r in table["routes"] if r["domain"] == ALIAS)
+    moved = "sip:198.51.100.7:5080"  # the route re-pointed behind the module's back
+    route["address"] = [dict(a, uri=moved) for a in route["address"]]
+    routes_file.write_text(json.dumps(table))
+    sandbox.sql("CREATE TRIGGER fail_nat BEFORE INSERT ON kvstore_Sipsettings FOR EACH ROW "
+                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'disk full'")
+    try:
+        result = actions.agent.run("configure-bypass", {
+            "domain_aliases": [ALIAS], "nat": {"external_address": "203.0.113.5", "local_networks": []}})
+    finally:
+        sandbox.sql("DROP TRIGGER fail_nat")
+    assert result.exit_code == 1 and "route changes undone" in last_error(result)
+    table = json.loads(routes_file.read_text())
+    assert [a["uri"] for r in table["routes"] if r["domain"] == ALIAS for a in r["address"]] == [moved]
+
+
 def row_is_free(sandbox):
     try:
         sandbox.sql("SELECT id FROM pjsip WHERE id='2' FOR UPDATE NOWAIT")

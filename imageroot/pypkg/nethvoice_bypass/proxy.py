@@ -37,9 +37,14 @@ def apply_routes(cluster, changes):
 
 
 def undo_routes(cluster, done):
+    """Each route change made, undone. A route add_route re-pointed is one of ours
+    (another route is refused), so it gets back its URIs with our description."""
     for change in reversed(done):
         try:
-            if change["op"] == "add_route" and not change["before"]:
+            if change["op"] == "add_route" and change["before"]:
+                proxy_task(cluster, "add-route", {"domain": change["domain"], "address": [
+                    {"uri": uri, "description": change["description"]} for uri in change["before"]]})
+            elif change["op"] == "add_route":
                 proxy_task(cluster, "remove-route", {"domain": change["domain"]})
             elif change["op"] == "remove_route":
                 proxy_task(cluster, "add-route", {"domain": change["domain"],
