@@ -55,10 +55,12 @@ def alive(pid):
         return True
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout=20.0, what="condition", interval=0.05):
+    """Poll until predicate() is true; its value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

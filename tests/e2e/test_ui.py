@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from ns8dev.procs import wait_for
 from uihelpers import (
     MODULE_ID,
     App,
@@ -19,7 +20,6 @@ from uihelpers import (
     rich_rules,
     run_action,
     translations,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -112,7 +112,7 @@ def test_status_shows_the_last_self_check_and_check_now_updates_it(app, sandbox)
     before = times.inner_text() if times.count() else None
     result = sandbox.state_dir / "selfcheck.json"
     app.frame.locator("[data-test=check-now]").click()
-    wait_until(lambda: times.count() and times.inner_text() != before, what="a new self-check on the page")
+    wait_for(lambda: times.count() and times.inner_text() != before, what="a new self-check on the page")
     last = json.loads(result.read_text())
     assert times.inner_text() == last["checked_at"]
     en = translations("en")
@@ -154,7 +154,7 @@ def test_add_forward_previews_then_applies(app, sandbox):
     assert state.get_attribute("data-state") == "in_sync"
     assert forward_rules(rich_rules(sandbox), E2E_SOURCE) == {rule.strip()}
     assert forward_rules(rich_rules(sandbox, permanent=True), E2E_SOURCE) == {rule.strip()}
-    wait_until(lambda: not app.pending_task_listeners(), 10, "task listeners to be released")
+    wait_for(lambda: not app.pending_task_listeners(), 10, "task listeners to be released")
     app.screenshot("forwards")
 
 
@@ -183,7 +183,7 @@ def test_invalid_source_shows_the_translated_error_and_changes_nothing(page, san
     frame.locator("input[data-test=source-input]").fill("2001:db8::10")
     frame.locator("[data-test=family-ipv4] + label, label:has(input[data-test=family-ipv4])").first.click()
     app.modal_primary("add-modal").click()
-    wait_until(lambda: error.inner_text().strip() == message(lang, "validation.source_wrong_family",
+    wait_for(lambda: error.inner_text().strip() == message(lang, "validation.source_wrong_family",
                                                              value="2001:db8::10"),
                20, "the wrong-family message")
 
@@ -216,8 +216,8 @@ def test_toggle_trunk_bypass_changes_the_database(app, sandbox):
     app.screenshot("trunks-preview")
 
     app.modal_primary("configure-modal").click()
-    wait_until(lambda: outbound_proxy(sandbox, TRUNK_ID) == "", 30, "the trunk's outbound proxy to be removed")
-    wait_until(lambda: row.locator("[data-trunk-state]").get_attribute("data-trunk-state") == "bypassed",
+    wait_for(lambda: outbound_proxy(sandbox, TRUNK_ID) == "", 30, "the trunk's outbound proxy to be removed")
+    wait_for(lambda: row.locator("[data-trunk-state]").get_attribute("data-trunk-state") == "bypassed",
                30, "the page to show the trunk bypassed")
     assert toggle.is_checked()
     modal.wait_for(state="hidden")
@@ -227,8 +227,8 @@ def test_toggle_trunk_bypass_changes_the_database(app, sandbox):
     row.locator(f'label[for="{toggle.get_attribute("id")}"]').click()
     modal.locator(".plan-change[data-op=restore_trunk]").wait_for()
     app.modal_primary("configure-modal").click()
-    wait_until(lambda: outbound_proxy(sandbox, TRUNK_ID) == proxy_value, 30, "the outbound proxy to come back")
-    wait_until(lambda: row.locator("[data-trunk-state]").get_attribute("data-trunk-state") == "proxy",
+    wait_for(lambda: outbound_proxy(sandbox, TRUNK_ID) == proxy_value, 30, "the outbound proxy to come back")
+    wait_for(lambda: row.locator("[data-trunk-state]").get_attribute("data-trunk-state") == "proxy",
                30, "the page to show the trunk via the proxy")
 
 
@@ -260,7 +260,7 @@ def test_a_trunk_bypassed_by_hand_is_handed_to_the_module(app, sandbox):
 
         app.modal_primary("configure-modal").click()
         modal.wait_for(state="hidden")
-        wait_until(lambda: manage.count() == 0, 30, "the page to show the trunk managed")
+        wait_for(lambda: manage.count() == 0, 30, "the page to show the trunk managed")
         assert toggle.is_checked() and not toggle.is_disabled()
         assert managed_trunk(sandbox, TRUNK_ID) is True and outbound_proxy(sandbox, TRUNK_ID) == ""
     finally:
@@ -320,7 +320,7 @@ def test_domain_aliases_preview_apply_and_field_errors(app, sandbox):
     assert alias in change.inner_text()
     assert not routed(alias)  # a preview only
     app.modal_primary("configure-modal").click()
-    wait_until(lambda: routed(alias), 30, "the proxy to route the alias")
+    wait_for(lambda: routed(alias), 30, "the proxy to route the alias")
     listed = frame.locator(f'[data-alias="{alias}"]')
     listed.wait_for()
     assert listed.get_attribute("data-present") == "true"
@@ -349,7 +349,7 @@ def test_remove_forward_asks_for_confirmation(app, sandbox):
     assert forward_rules(rich_rules(sandbox), E2E_SOURCE) == rules  # not before the confirmation
 
     app.modal_primary("remove-modal").click()
-    wait_until(lambda: frame.locator(f'[data-forward-id="{E2E_FORWARD_ID}"]').count() == 0, 30,
+    wait_for(lambda: frame.locator(f'[data-forward-id="{E2E_FORWARD_ID}"]').count() == 0, 30,
                "the forward to leave the table")
     assert not forward_rules(rich_rules(sandbox), E2E_SOURCE)
     assert not forward_rules(rich_rules(sandbox, permanent=True), E2E_SOURCE)

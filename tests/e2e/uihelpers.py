@@ -106,16 +106,6 @@ def outbound_proxy(sandbox, trunk_id):
     return rows[0][0] if rows and rows[0] else ""
 
 
-def wait_until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def run_action(sandbox, action, data, timeout=30.0):
     """Run an action of the module through the api-server, as the UI does; its status data."""
     def call(method, path, body=None, token=None):

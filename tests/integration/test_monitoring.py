@@ -15,6 +15,7 @@ import pytest
 import yaml
 from nodetools import AGENT_ID, REPO, rich_rules
 from ns8dev import metrics as metrics_standin
+from ns8dev import procs
 from ns8dev.sandbox import read_env
 
 pytestmark = pytest.mark.integration
@@ -42,14 +43,9 @@ def module_targets(sandbox):
             if t["labels"].get("target_type") != "node"]
 
 
-def wait_for(predicate, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout} s")
+def wait_for(predicate, what):
+    """Prometheus and the metrics module take a few scrapes and evaluations."""
+    return procs.wait_for(predicate, 60, what, interval=0.5)
 
 
 def test_create_module_published_the_target_and_the_rules(sandbox):
