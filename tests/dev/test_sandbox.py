@@ -130,7 +130,6 @@ def test_sandbox_json_describes_the_running_node(sandbox):
             "proxy-agent", "api-server"} <= set(state["pids"])
     assert sbx.running_pids(state) == state["pids"]
     assert set(state["netns"].values()) <= sbx.netns_list()
-    assert state["startup_seconds"] < 30
 
 
 def test_network_layout(sandbox):
