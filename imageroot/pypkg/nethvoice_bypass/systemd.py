@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from .step import Failure, log
+from .store import write_atomically
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "systemd"
 # The sandbox points this at its own root; a node uses the system's directory.
@@ -36,11 +37,8 @@ def install_units(module_id):
     """Render every template, then enable and start the timer and the exporter
     (restarted, so an update takes effect)."""
     for template in sorted(TEMPLATES.iterdir()):
-        text = template.read_text().replace("@MODULE_ID@", module_id)
-        target = unit_dir() / unit_name(module_id, template.name)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+        write_atomically(unit_dir() / unit_name(module_id, template.name),
+                         template.read_text().replace("@MODULE_ID@", module_id))
     systemctl("daemon-reload")
     names = [unit_name(module_id, t) for t in ENABLED]
     systemctl("enable", *names)
