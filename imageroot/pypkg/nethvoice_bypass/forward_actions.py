@@ -27,8 +27,7 @@ def read_world(intent, store=None):
         fw = Firewalld()
         if store is not None:
             recover(store, intent, fw)
-        zone = fw.default_zone()
-        return fw, zone, observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
+        return (fw, *observe_in_use(fw, intent))
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(firewall)
@@ -39,6 +38,12 @@ def read_world(intent, store=None):
 
 def observe(fw, zones):
     return {zone: {config: fw.rich_rules(zone, config) for config in CONFIGS} for zone in sorted(zones)}
+
+
+def observe_in_use(fw, intent):
+    """The default zone, and the rules of it and of every zone a forward is in."""
+    zone = fw.default_zone()
+    return zone, observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
 
 
 def read_trunks_via_proxy(entries):

@@ -42,12 +42,10 @@ def read_routes(cluster, intent):
 
 def read_firewall(intent):
     from .firewalld import Firewalld
-    from .forward_actions import observe
+    from .forward_actions import observe_in_use
 
     fw = Firewalld()
-    zone = fw.default_zone()
-    observed = observe(fw, {zone} | {e["zone"] for e in intent["forwards"].values()})
-    return zone, observed, fw.config_properties()
+    return (*observe_in_use(fw, intent), fw.config_properties())
 
 
 def read_parts(intent):
