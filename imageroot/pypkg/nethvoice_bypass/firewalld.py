@@ -13,7 +13,7 @@ import subprocess
 import threading
 
 from . import fwbus
-from .step import Failure
+from .errors import Failure, FirewalldError
 
 # Where dbus-python always is on a node: firewalld depends on it on every distro.
 PLATFORM_PYTHON_ENV = "NETHVOICE_BYPASS_PLATFORM_PYTHON"
@@ -22,13 +22,6 @@ PLATFORM_PYTHON = "/usr/bin/python3"
 # firewalld error codes caused by the rule's content rather than by the system
 INPUT_ERRORS = {"INVALID_ADDR", "INVALID_PORT", "INVALID_PROTOCOL", "INVALID_RULE",
                 "INVALID_FAMILY", "MISSING_FAMILY", "INVALID_PRIORITY"}
-
-
-class FirewalldError(Failure):
-    def __init__(self, code, detail, operation):
-        self.code = code
-        self.detail = detail
-        super().__init__(f"firewalld refused to {operation}: {code}" + (f" ({detail})" if detail else ""))
 
 
 class _Helper:

@@ -6,9 +6,9 @@ import os
 import threading
 
 from . import conntrack, systemd
+from .errors import Refused, UndoFailed
 from .firewalld import INPUT_ERRORS, FirewalldError
 from .forward_plan import PERMANENT, RUNTIME, rule_changes
-from .model import Refused
 from .step import SD_WARNING, Cancelled, Failure, cancel_requested, checkpoint, log, stop_if_cancelled
 from .store import now
 
@@ -85,10 +85,6 @@ def undo_after(fw, done, err):
     if isinstance(err, FirewalldError) and err.code in INPUT_ERRORS and not done:
         return Refused.one("(root)", "rejected_by_firewalld", f"{err.code}: {err.detail}")
     return Failure(f"{err}; the changes already made were undone")
-
-
-class UndoFailed(Failure):
-    """A failure after which some changes could not be undone: they stay pending."""
 
 
 def undo(fw, done, strict=False):

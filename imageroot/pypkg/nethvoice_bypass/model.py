@@ -10,6 +10,8 @@ import ipaddress
 import shlex
 from dataclasses import dataclass
 
+from .errors import InvalidValue, Refused, problem  # noqa: F401 - re-exported for the pure core
+
 FAMILIES = ("ipv4", "ipv6")
 PROTOCOLS = ("udp", "tcp")
 # Negative priority puts our rules in the zone's `_pre` chain, ahead of the proxy's
@@ -18,33 +20,6 @@ BYPASS_PRIORITY = -10
 SIP_PORT = 5060
 SIPS_PORT = 5061
 PROXY_LAN_PORTS = (6060, 6061)
-
-
-class InvalidValue(ValueError):
-    """A value refused by the model; `reason` is the i18n suffix of the error key."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
-
-
-def problem(field, reason, value):
-    """What is wrong with one input field: `field` a dotted path (`forwards.1.source`),
-    `reason` the suffix of its error key (`host_bits_set`)."""
-    return {"field": field, "reason": reason, "value": value}
-
-
-class Refused(Exception):
-    """Input refused, with every problem found: raised before anything changes. The
-    step layer turns it into the agent's validation errors (exit 10)."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__(", ".join(f"{p['field']}: {p['reason']}" for p in self.problems))
-
-    @classmethod
-    def one(cls, field, reason, value):
-        return cls([problem(field, reason, value)])
 
 
 def transport_protocol(trunk):

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from .model import Refused
+from .errors import Cancelled, Failure, PartialFailure, Refused  # noqa: F401 - re-exported
 from .store import write_atomically
 
 EXIT_VALIDATION_FAILED = 10
@@ -40,22 +40,6 @@ def validation_error(field, reason, value):
 def validation_errors(refused):
     """The agent's error list for the problems of a model.Refused."""
     return [validation_error(p["field"], p["reason"], p["value"]) for p in refused.problems]
-
-
-class Failure(Exception):
-    """An expected operational failure: its message is shown to the user as is."""
-
-
-class Cancelled(Failure):
-    """The task was cancelled (SIGTERM)."""
-
-
-class PartialFailure(Failure):
-    """Some parts failed after every part was tried: the output says which."""
-
-    def __init__(self, message, output):
-        super().__init__(message)
-        self.output = output
 
 
 # Test seam: NETHVOICE_BYPASS_STOP_AT=<point> makes the step stop itself (SIGSTOP)
