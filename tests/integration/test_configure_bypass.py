@@ -64,7 +64,8 @@ def test_nat_written_in_freepbx_format_and_read_back(actions, sandbox, clean_sit
     assert json.loads(rows["localnets"][0]) == [{"net": "192.0.2.0", "mask": "24"}, {"net": "10.5.4.0", "mask": "24"}]
     assert rows["localnets"][1] == "json-arr"
     nat = actions.run("get-status")["bypass"]["nat"]["nethvoice1"]
-    assert nat == {"externip": "203.0.113.5", "localnets": ["192.0.2.0/24", "10.5.4.0/24"], "managed": True}
+    assert nat == {"externip": "203.0.113.5", "localnets": ["192.0.2.0/24", "10.5.4.0/24"], "managed": True,
+                   "owned": ["externip", "localnets"]}
 
 
 def test_dry_run_and_repeated_apply_change_nothing(actions, sandbox, clean_site):
@@ -154,7 +155,8 @@ def test_domain_aliases_added_and_removed_without_touching_nethvoice_route(actio
                                                              ("add_route", "198.51.100.20")]
     assert not out["reloaded"]  # no FreePBX change, no reload
     routes = proxy_routes(sandbox)
-    assert routes["pbx.customer.example"]["address"][0]["uri"] == "sip:10.5.4.1:20024"
+    # Asterisk's UDP listener over the VPN, as NethVoice 1.8 routes its own domain
+    assert routes["pbx.customer.example"]["address"][0]["uri"] == "sip:10.5.4.1:20040"
     assert routes["voice.example.org"] == own
     status = actions.run("get-status")["bypass"]["domain_aliases"]["nethvoice1"]
     assert [(a["domain"], a["present"]) for a in status] == [("198.51.100.20", True), ("pbx.customer.example", True)]

@@ -28,7 +28,7 @@ def ours(rules):
 def assert_consistent(actions, sandbox):
     """Intent, runtime and permanent agree; nothing of ours is unrecorded or pending."""
     intent_file = sandbox.state_dir / "bypass.json"
-    assert not intent_file.exists() or "pending" not in json.loads(intent_file.read_text())
+    assert not intent_file.exists() or json.loads(intent_file.read_text())["pending"] is None
     listed = actions.run("list-port-forwards")["forwards"]
     assert [f["state"] for f in listed] == ["in_sync"] * len(listed)
     state = firewall_state(sandbox)

@@ -68,7 +68,8 @@ def test_repeated_add_is_one_rule_and_one_audit_record(actions, sandbox, clean_f
     assert ours == [first["forward"]["rule"]]
     record = json.loads(audit.decode().splitlines()[-1])
     assert record["action"] == "add-port-forward" and record["user"] == "test"
-    assert first["forward"]["id"] in record["after"] and first["forward"]["id"] not in record["before"]
+    path = "forwards/" + first["forward"]["id"]
+    assert list(record["after"]) == [path] and record["before"] == {path: None}  # only what changed
 
 
 def test_batch_in_one_task(actions, sandbox, clean_forwards):

@@ -1,19 +1,26 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """configure-bypass: trunks without the proxy, FreePBX NAT settings, domain aliases.
 
-The input is checked before anything is read; then the instance's world is read
-(its FreePBX site, the proxy's routes, the other instances' trunk names), the plan is
-bypass_plan's, and it is applied: proxy routes first (each undone if a later step
-fails), then all FreePBX changes in one database transaction, then one reload.
+The input is checked before anything is read; then the instance's world is read (its
+FreePBX site, the proxy's routes when an alias is asked or owned, the other instances'
+trunk names), the plan is bypass_plan's, and it is applied: proxy routes first (each
+undone if a later step fails), then all FreePBX changes in one database transaction,
+then one reload.
 """
 
 import os
+from dataclasses import replace
 
 from . import bypass_plan as plan
-from . import freepbx, proxy, systemd
+from . import bypass_request as request
+from . import freepbx, keeper, migration, proxy, systemd
+from .changes import DB_OPS, changes_world, plan_json
 from .cluster import read_cluster
+from .conflicts import NONE
+from .errors import Failure, Refused
 from .forward_requests import select_instance
-from .model import Refused
-from .step import Failure, critical, log, set_progress, stop_if_cancelled
+from .record import Task
+from .step import critical, log, set_progress, stop_if_cancelled
 from .store import Store, now
 
 
@@ -22,13 +29,15 @@ def configure_bypass(data):
     when a read fails (Redis or the cluster API down); when the reads work, the plan
     refuses it with every other problem the world shows."""
     data = data or {}
-    early = plan.request_problems(data)
+    early = request.request_problems(data)
     store = Store()
     with store.locked(), critical():
         try:
             cluster = read_cluster()
             instance = select_instance(cluster.nethvoice, data.get("instance"))
-            return configure_instance(store, store.load(), cluster, instance, data, "configure-bypass")
+            record = keeper.load_for_change(store, migration.read_facts)
+            _, result = configure_instance(store, record, cluster, instance, data, "configure-bypass")
+            return result
         except Failure:
             if early:
                 raise Refused(early) from None
@@ -36,7 +45,9 @@ def configure_bypass(data):
 
 
 def read_instance(cluster, instance, data, mine):
-    """Everything plan_configuration needs about one instance, read first."""
+    """(InstanceWorld, the proxy's routes as read) for one instance; data None: a run
+    without a request."""
+    data = data or {}
     others = {}
     if "trunks" in data:  # to say on which instance a trunk that is not here is
         for other in (i for i in cluster.nethvoice if i != instance):
@@ -44,95 +55,77 @@ def read_instance(cluster, instance, data, mine):
                 others[other] = [t["name"] for t in freepbx.read_trunks(other)]
             except Failure as err:
                 log(f"trunks of {other} not readable: {err}")
-    return {
-        "instance": instance, "nethvoice": cluster.nethvoice[instance], "proxy": cluster.proxy,
-        "cluster_network": cluster.cluster_network, "other_trunks": others, "mine": mine,
-        "nethvoice_hosts": {e.get("NETHVOICE_HOST", "").lower() for e in cluster.nethvoice.values()} - {""},
-        "site": freepbx.read_site(instance),
-        "routes": proxy.read_routes(cluster) if "domain_aliases" in data or mine["domain_aliases"] else {},
-    }
+    site = freepbx.read_site(instance)
+    routes = proxy.read_routes(cluster) if data.get("domain_aliases") or mine.aliases else {}
+    world = plan.InstanceWorld(
+        instance=instance, nethvoice=cluster.nethvoice[instance], proxy=cluster.proxy,
+        cluster_network=cluster.cluster_network, other_trunks=others, trunks=tuple(site["trunks"]),
+        nat=site["nat"], routes=proxy.route_uris(routes),
+        nethvoice_hosts=frozenset(e.get("NETHVOICE_HOST", "").lower() for e in cluster.nethvoice.values()) - {""})
+    return world, routes
 
 
-def configure_instance(store, intent, cluster, instance, data, action):
-    """Plan and apply one instance's bypass; the caller holds the state lock and is
-    inside step.critical().
+def configure_instance(store, record, cluster, instance, data, action, resolutions=NONE, dry_run=None):
+    """Plan and apply one instance's bypass; the caller holds the state lock and is inside
+    step.critical(). data None: no request (keep what is owned, repair what the platform
+    undid, apply the chosen ways out). Returns (record, result).
 
     The new record is written before the first change, marked pending: a step that
     dies midway leaves its changes recorded, and reconcile re-applies them. A failure
     or a cancel before the database commit undoes the route changes and restores the
     record. After the commit the change is recorded whatever happens to the reload;
     a reload that fails stays due (reload_pending) and the next run does it."""
-    dry_run = bool(data.get("dry_run"))
-    mine = intent.setdefault("bypass", {}).get(instance) or plan.empty_instance_intent()
-    world = read_instance(cluster, instance, data, mine)
+    dry_run = bool((data or {}).get("dry_run")) if dry_run is None else dry_run
+    mine = record.instance(instance)
+    world, routes = read_instance(cluster, instance, data, mine)
     set_progress(30)
-    changes, desired_trunks, nat_desired, domains = plan.plan_configuration(data, world)
-    trunks_by_id = {str(t["id"]): t for t in world["site"]["trunks"]}
-    bypassed = desired_trunks if desired_trunks is not None else list(mine["trunks"])
-    warnings = plan.warnings_for(trunks_by_id, bypassed,
-                                 [c for c in changes if c["op"] in ("set_externip", "set_localnets")])
-    reload_due = plan.needs_reload(changes) or bool(mine.get("reload_pending"))
-    after = plan.recorded_state(mine, world, data, desired_trunks, nat_desired, domains, now())
-    result = {"instance": instance, "plan": changes, "dry_run": dry_run, "changed": bool(changes),
-              "needs_reload": reload_due, "reloaded": False, "warnings": warnings}
-    if dry_run or (not changes and not reload_due and after == plan.settled(mine)):
-        return result
-    apply_configuration(store, intent, cluster, instance, changes, mine, after, reload_due, action)
+    wanted = request.desired(data, world, mine) if data is not None else plan.Desired()
+    planned = plan.plan_instance(wanted, world, mine, now(), explicit=data is not None, resolutions=resolutions)
+    changes = list(planned.changes)
+    trunks_by_id = {str(t["id"]): t for t in world.trunks}
+    reload_due = plan.needs_reload(changes) or mine.reload_pending
+    result = {"instance": instance, "plan": plan_json(changes), "dry_run": dry_run, "changed": changes_world(changes),
+              "needs_reload": reload_due, "reloaded": False, "conflicts": [c.to_json() for c in planned.conflicts],
+              "warnings": request.warnings_for(trunks_by_id, sorted(planned.mine.trunks), changes)}
+    after = planned.mine.settled()
+    if dry_run or (not changes and not reload_due and after == mine.settled()):
+        return record, result
+    record = apply_configuration(store, record, cluster, instance, changes, after, reload_due, action, routes)
     result["reloaded"] = reload_due
-    return result
+    return record, result
 
 
-def apply_configuration(store, intent, cluster, instance, changes, mine, after, reload_due, action):
+def apply_configuration(store, record, cluster, instance, changes, after, reload_due, action, routes):
     stop_if_cancelled()
-    task = {"action": action, "task": os.environ.get("AGENT_TASK_ID", ""), "since": now()}
-    restore = restorer(store, intent, instance)
-    record(store, intent, instance, dict(after, reload_pending=reload_due, pending=task))
+    task = Task(action, os.environ.get("AGENT_TASK_ID", ""), now())
+    start = record
+    store.save_record(record.with_instance(instance, replace(after, reload_pending=reload_due,
+                                                                 pending=task)).to_json())
     try:
-        done_routes = proxy.apply_routes(cluster, changes)
+        done_routes = proxy.apply_routes(cluster, changes, routes)
         try:
             set_progress(60)
             stop_if_cancelled()
-            db_changes = [c for c in changes if c["op"] in plan.DB_OPS]
+            db_changes = [c for c in changes if c.op in DB_OPS]
             if db_changes:
                 freepbx.apply_changes(instance, db_changes)
         except BaseException:
-            proxy.undo_routes(cluster, done_routes)
+            proxy.undo_routes(cluster, done_routes, routes)
             raise
     except BaseException as err:
-        restore()
+        store.save_record(start.to_json())
         if isinstance(err, Failure) and changes:
             raise type(err)(f"{err}; nothing was changed (route changes undone, database left as it was)") from err
         raise
-    record(store, intent, instance, dict(after, reload_pending=reload_due))
+    record = start.with_instance(instance, replace(after, reload_pending=reload_due))
+    store.save_record(record.to_json())
     if reload_due:
         try:
             freepbx.reload(instance)
         except Failure as err:
-            store.audit(action, changes, mine, intent["bypass"][instance], instance=instance, reloaded=False)
+            keeper.save(store, start, record, action, changes, instance=instance, reloaded=False)
             raise Failure(f"the changes were applied and recorded, but {err}: the next configure-bypass or "
                           "reconcile-bypass reloads") from err
-    record(store, intent, instance, after)
-    store.audit(action, changes, mine, after, instance=instance)
+    record = keeper.save(store, start, start.with_instance(instance, after), action, changes, instance=instance)
     systemd.start_self_check(action)
-
-
-def restorer(store, intent, instance):
-    """Puts the intent back as it is now, file included."""
-    existed = os.path.exists(store.intent_path)
-    previous = intent.get("bypass", {}).get(instance)
-
-    def restore():
-        if previous is None:
-            intent["bypass"].pop(instance, None)
-        else:
-            intent["bypass"][instance] = previous
-        if existed:
-            store.save(intent)
-        else:
-            os.remove(store.intent_path)
-    return restore
-
-
-def record(store, intent, instance, mine):
-    intent["bypass"][instance] = mine
-    store.save(intent)
+    return record

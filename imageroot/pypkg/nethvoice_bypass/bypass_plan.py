@@ -1,24 +1,26 @@
-"""The pure core of configure-bypass: trunks, FreePBX NAT settings, domain aliases.
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The pure core of configure-bypass: trunks, FreePBX NAT settings, domain aliases,
+planned on what the module owns (the instance's record), what is asked, and the world.
 
-Input parts that are absent stay as they are; a part that is present is the whole
-desired state of that part (an empty trunk list un-bypasses every trunk this module
-bypassed; `"nat": null` gives FreePBX back the NAT settings it had before).
+Parts of a request that are absent stay as they are; a part that is present is the
+whole desired state of that part (an empty trunk list un-bypasses every trunk the
+module bypassed; `"nat": null` gives FreePBX back the NAT settings it had). A run
+without a request (reconcile, the self-check) repairs only what the platform is known
+to undo: NethVoice putting its proxy back on a trunk, NethVoice's SIP port changing.
+Anything else that differs from the record is a conflict: reported, never overwritten,
+resolved only by the user's choice (keep theirs, or put ours back).
 """
 
-import ipaddress
-import re
+from dataclasses import dataclass, field, replace
 
-from .model import Refused, problem
+from . import changes as ops
+from .changes import NatChange, RouteChange, TrunkChange
+from .conflicts import NONE, Conflict, alias_key, nat_key, trunk_key
+from .forward_plan import target_port
+from .record import AliasEntry, NatField, TrunkEntry
+from .sipsettings import TYPES, meaning, stored_form
 
-# Changes made in FreePBX's database (one transaction, then `fwconsole reload`).
-DB_OPS = {"bypass_trunk", "restore_trunk", "set_externip", "set_localnets"}
-
-# Addresses that can never be what providers see: RFC 1918, CGNAT, loopback, link-local,
-# unspecified. (ipaddress's is_global also refuses documentation ranges, which tests use.)
-NOT_EXTERNAL = [ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "0.0.0.0/8")]
-HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+GIVE_BACK = "give back"  # a request's "nat": null
 
 
 def proxy_outbound_value(nethvoice_env):
@@ -27,249 +29,233 @@ def proxy_outbound_value(nethvoice_env):
 
 
 def route_uri(proxy_env, nethvoice_env):
-    """The proxy route target NethVoice itself uses: Asterisk over the cluster VPN."""
-    return f"sip:{(proxy_env or {}).get('SERVICE_IP', '')}:{nethvoice_env.get('ASTERISK_SIP_PORT', '')}"
+    """The proxy route target NethVoice itself uses: Asterisk's UDP SIP listener over the
+    cluster VPN (ASTERISK_SIP_UDP_PORT since NethVoice 1.8, update-module.d/90repoint_sip_proxy)."""
+    return f"sip:{(proxy_env or {}).get('SERVICE_IP', '')}:{target_port(nethvoice_env, 'udp') or ''}"
 
 
-def resolve_trunks(requested, trunks, other_instances):
-    """Trunk ids for requested ids or names. other_instances: {instance: [trunk names]}."""
-    by_id = {str(t["id"]): t for t in trunks}
-    by_name = {str(t["name"]).lower(): t for t in trunks}
-    ids, errors = [], []
-    for i, wanted in enumerate(requested):
-        trunk = by_id.get(str(wanted)) if isinstance(wanted, int) else \
-            by_name.get(str(wanted).lower()) or by_id.get(str(wanted))
-        if trunk is None:
-            elsewhere = [inst for inst, names in other_instances.items()
-                         if str(wanted).lower() in (n.lower() for n in names)]
-            errors.append(problem(f"trunks.{i}", "other_instance" if elsewhere else "not_found", wanted))
-        elif str(trunk["id"]) in ids:
-            errors.append(problem(f"trunks.{i}", "duplicate", wanted))
-        else:
-            ids.append(str(trunk["id"]))
-    return ids, errors
+@dataclass(frozen=True)
+class InstanceWorld:
+    """What a plan reads about one instance. trunks: as freepbx.read_trunks gives them
+    (outbound_proxy None when the row is absent); nat: {setting: stored text or None};
+    routes: {domain: (uris)} of the proxy, None when not read."""
+
+    instance: str
+    nethvoice: dict
+    proxy: dict | None = None
+    cluster_network: str | None = None
+    nethvoice_hosts: frozenset = frozenset()
+    trunks: tuple = ()
+    nat: dict = field(default_factory=dict)
+    routes: dict | None = None
+    other_trunks: dict = field(default_factory=dict)
 
 
-def plan_trunks(desired_ids, trunks, managed, proxy_value):
-    """managed: {trunk id: {...}} that this module bypassed earlier."""
-    by_id = {str(t["id"]): t for t in trunks}
-    changes = []
-    for tid in desired_ids:
+@dataclass(frozen=True)
+class InstancePlan:
+    changes: tuple
+    mine: object          # the instance's record afterwards
+    conflicts: tuple = ()
+
+
+def _same_trunk(entry, trunk):
+    return trunk is not None and trunk["name"] == entry.name and trunk.get("tech", "pjsip") == entry.tech
+
+
+def plan_owned_trunk(entry, trunk, keep, proxy_value, choice=None, instance=""):
+    """(changes, entry or None, conflict) for a trunk the module owns. keep: it stays bypassed."""
+    def change(op, after, why):
+        return TrunkChange(op, entry.id, entry.name, trunk["outbound_proxy"] if trunk else None, after, why,
+                           instance)
+    if not _same_trunk(entry, trunk):
+        why = (f"trunk {entry.name} (id {entry.id}) is gone" if trunk is None else
+               f"id {entry.id} now names {trunk['name']} ({trunk.get('tech', 'pjsip')}), not {entry.name}: "
+               "not the trunk the module took, so it is left alone")
+        return [TrunkChange(ops.RELEASE_TRUNK, entry.id, entry.name, None, None, why, instance)], None, None
+    value = trunk["outbound_proxy"]
+    ours_or_platform = value in ("", None) or value == proxy_value
+    if not keep:
+        if not ours_or_platform:
+            return [change(ops.RELEASE_TRUNK, value, f"left as someone set it ({value})")], None, None
+        if value == entry.before:
+            return [change(ops.RELEASE_TRUNK, value, "already as it was before the module")], None, None
+        return [change(ops.RESTORE_TRUNK, entry.before, "no longer bypassed: its outbound proxy as it was "
+                       "before the module")], None, None
+    if value in ("", None):
+        return [], entry, None
+    if value == proxy_value or choice == "put_ours_back":
+        why = "NethVoice put its proxy back" if value == proxy_value else "put back as the module set it"
+        return [change(ops.BYPASS_TRUNK, "", why)], entry, None
+    if choice == "keep_theirs":
+        return [change(ops.RELEASE_TRUNK, value, "kept as someone set it: the module no longer manages it")], \
+            None, None
+    conflict = Conflict(trunk_key(instance, entry.id), "trunk_proxy_changed", entry.name, "", value, instance)
+    return [], entry, conflict
+
+
+def plan_trunks(desired_ids, world, mine, since, resolutions=NONE):
+    """(changes, {id: TrunkEntry}, conflicts). desired_ids None: keep what is owned."""
+    by_id = {str(t["id"]): t for t in world.trunks}
+    proxy_value = proxy_outbound_value(world.nethvoice)
+    changes, owned, conflicts = [], {}, []
+    for tid, entry in sorted(mine.trunks.items()):
+        keep = desired_ids is None or tid in desired_ids
+        choice = resolutions.choice(trunk_key(world.instance, tid))
+        found, after, conflict = plan_owned_trunk(entry, by_id.get(tid), keep, proxy_value, choice,
+                                                  world.instance)
+        changes += found
+        if after is not None:
+            owned[tid] = after
+        if conflict:
+            conflicts.append(conflict)
+    for tid in desired_ids or ():
+        if tid in owned or (tid in mine.trunks and _same_trunk(mine.trunks[tid], by_id.get(tid))):
+            continue
         trunk = by_id[tid]
-        if trunk.get("outbound_proxy"):
-            changes.append({"op": "bypass_trunk", "trunk": tid, "name": trunk["name"],
-                            "before": trunk["outbound_proxy"], "after": "",
-                            "why": "calls of this trunk go to the provider directly, not through the proxy"})
-        elif tid not in managed:  # bypassed by hand: only the record changes
-            changes.append({"op": "manage_trunk", "trunk": tid, "name": trunk["name"],
-                            "why": "already without the proxy: the module keeps it so, bypassing it again if "
-                                   "NethVoice puts the proxy back"})
-    for tid in sorted(set(managed) - set(desired_ids)):
-        trunk = by_id.get(tid)
-        if trunk is None:
-            continue
-        if trunk.get("outbound_proxy") != proxy_value:
-            changes.append({"op": "restore_trunk", "trunk": tid, "name": trunk["name"],
-                            "before": trunk.get("outbound_proxy") or "", "after": proxy_value,
-                            "why": "no longer bypassed: back through the proxy"})
-        else:  # NethVoice put the proxy back already: only the record changes
-            changes.append({"op": "release_trunk", "trunk": tid, "name": trunk["name"],
-                            "why": "already through the proxy: the module no longer bypasses it again"})
-    return changes
-
-
-def check_nat(nat, cluster_network):
-    """Canonical NAT request or errors. Returns (desired {externip, localnets}, errors)."""
-    errors = []
-    address = str(nat.get("external_address", "")).strip()
-    try:
-        ip = ipaddress.ip_address(address)
-        if ip.version != 4:
-            errors.append(problem("nat.external_address", "external_address_not_ipv4", address))
-        elif any(ip in net for net in NOT_EXTERNAL) or ip.is_multicast:
-            errors.append(problem("nat.external_address", "external_address_private", address))
-    except ValueError:
-        errors.append(problem("nat.external_address", "external_address_format", address))
-    networks = []
-    for i, text in enumerate(nat.get("local_networks", [])):
-        try:
-            net = ipaddress.ip_network(str(text).strip())
-            if net.version != 4:
-                raise ValueError
-        except ValueError:
-            errors.append(problem(f"nat.local_networks.{i}", "local_networks_format", text))
-            continue
-        if str(net) not in networks:
-            networks.append(str(net))
-    if nat.get("include_cluster_network", True) and cluster_network:
-        net = str(ipaddress.ip_network(cluster_network, strict=False))
-        if net not in networks:
-            networks.append(net)
-    return {"externip": address, "localnets": networks}, errors
-
-
-def plan_nat(desired, site):
-    changes = []
-    if desired["externip"] != site["externip"]:
-        changes.append({"op": "set_externip", "before": site["externip"], "after": desired["externip"],
-                        "why": "Asterisk advertises this address to providers reached directly"})
-    if desired["localnets"] != site["localnets"]:
-        changes.append({"op": "set_localnets", "before": site["localnets"], "after": desired["localnets"],
-                        "why": "addresses Asterisk must not rewrite with the external address"})
-    return changes
-
-
-def check_domains(requested, nethvoice_hosts, routes, managed):
-    """Canonical domain list or errors. routes: {domain: route} from the proxy."""
-    domains, errors = [], []
-    for i, text in enumerate(requested):
-        value = str(text).strip().lower().rstrip(".")
-        field = f"domain_aliases.{i}"
-        try:
-            value = str(ipaddress.ip_address(value))
-        except ValueError:
-            if not HOSTNAME.match(value):
-                errors.append(problem(field, "format", text))
-                continue
-        if value in domains:
-            errors.append(problem(field, "duplicate", text))
-        elif value in nethvoice_hosts:
-            errors.append(problem(field, "owned_by_nethvoice", text))
-        elif value in routes and value not in managed:
-            errors.append(problem(field, "route_exists", text))
+        value = trunk["outbound_proxy"]
+        owned[tid] = TrunkEntry(tid, trunk["name"], trunk.get("tech") or "pjsip", value, since)
+        if value in ("", None):
+            changes.append(TrunkChange(ops.MANAGE_TRUNK, tid, trunk["name"], value, value,
+                                       "already without the proxy: the module keeps it so, bypassing it again "
+                                       "if NethVoice puts the proxy back", world.instance))
         else:
-            domains.append(value)
-    return domains, errors
+            changes.append(TrunkChange(ops.BYPASS_TRUNK, tid, trunk["name"], value, "",
+                                       "calls of this trunk go to the provider directly, not through the proxy",
+                                       world.instance))
+    return changes, owned, conflicts
 
 
-def plan_domains(desired, routes, managed, uri, description):
-    changes = []
-    for domain in desired:
-        current = [a.get("uri") for a in routes.get(domain, {}).get("address", [])]
-        if current != [uri]:
-            changes.append({"op": "add_route", "domain": domain, "uri": uri, "description": description,
-                            "before": current, "why": "the proxy routes this Request-URI domain to the instance"})
-    for domain in sorted(set(managed) - set(desired)):
-        if domain in routes:
-            changes.append({"op": "remove_route", "domain": domain, "before": routes[domain],
-                            "why": "alias no longer wanted"})
-    return changes
+def plan_nat_setting(name, desired, world, owned, since, choice=None):
+    """(changes, NatField or None, conflict) for one NAT setting. desired: the value
+    asked for, GIVE_BACK, or None (keep what is owned)."""
+    stored = world.nat.get(name)
+    theirs = meaning(name, stored)
+
+    def set_to(value, text, why):
+        return NatChange(ops.NAT_SET_OPS[name], name, theirs, value, text, why, world.instance)
+    if owned is None:
+        if desired is None or desired == GIVE_BACK:
+            return [], None, None
+        field_ = NatField(name, desired, stored, since)
+        if theirs == desired:
+            return [NatChange(ops.TAKE_NAT, name, theirs, theirs, stored, "already so: the module keeps it",
+                              world.instance)], field_, None
+        return [set_to(desired, stored_form(name, desired), _NAT_WHY[name])], field_, None
+    if theirs != owned.ours:
+        if desired == GIVE_BACK or choice == "keep_theirs":
+            return [NatChange(ops.RELEASE_NAT, name, theirs, theirs, stored, "left as someone set it",
+                              world.instance)], None, None
+        if choice == "put_ours_back":
+            return [set_to(owned.ours, stored_form(name, owned.ours), "put back as the module set it")], owned, None
+        if desired is not None and desired == theirs:
+            return [NatChange(ops.TAKE_NAT, name, theirs, theirs, stored, "already so: the module keeps it",
+                              world.instance)], replace(owned, ours=desired), None
+        return [], owned, Conflict(nat_key(world.instance, name), "nat_changed", name, owned.ours, theirs,
+                                   world.instance)
+    if desired == GIVE_BACK:
+        if stored == owned.before:
+            return [NatChange(ops.RELEASE_NAT, name, theirs, theirs, stored, "already as it was before the module",
+                              world.instance)], None, None
+        return [set_to(meaning(name, owned.before), owned.before, "as it was before the module")], None, None
+    if desired is not None and desired != owned.ours:
+        return [set_to(desired, stored_form(name, desired), _NAT_WHY[name])], replace(owned, ours=desired), None
+    return [], owned, None
 
 
-def warnings_for(trunks_by_id, bypassed_ids, nat_changes):
-    warnings = []
-    for tid in bypassed_ids:
-        trunk = trunks_by_id[tid]
-        name = str(trunk["name"])
-        if "custom" not in name.lower():
-            warnings.append({"id": "trunk_name_without_custom", "trunk": tid,
-                             "message": f"trunk '{name}' does not contain 'custom' in its name: NethVoice puts "
-                                        "its outbound proxy back when the freepbx container restarts (update, "
-                                        "reboot); rename it (e.g. 'Custom-" + name + "') to keep the bypass"})
-        if trunk.get("registration") == "send":
-            warnings.append({"id": "provider_must_reach_asterisk", "trunk": tid,
-                             "message": f"trunk '{name}' registers directly now: its provider must reach "
-                                        "Asterisk directly (a port forward for its address, or a public port)"})
-        else:
-            warnings.append({"id": "trunk_without_registration", "trunk": tid,
-                             "message": f"trunk '{name}' does not register: only outbound calls change; inbound "
-                                        "calls need a port forward or a domain alias"})
-    if nat_changes:
-        warnings.append({"id": "nat_affects_proxied_calls",
-                         "message": "FreePBX's NAT settings are global: they also change calls that still go "
-                                    "through the proxy (hold and transfer problems are known, NethServer/dev#7013); "
-                                    "PJSIP transports pick them up when Asterisk restarts, which drops active calls"})
-    return warnings
+_NAT_WHY = {"externip": "Asterisk advertises this address to providers reached directly",
+            "localnets": "addresses Asterisk must not rewrite with the external address"}
 
 
-# --- a whole configure-bypass ------------------------------------------------------
-
-def empty_instance_intent():
-    return {"trunks": {}, "nat": None, "domain_aliases": {}}
-
-
-def request_problems(data):
-    """What is wrong with the input that needs nothing read: the NAT values, the domain
-    names, the same trunk or domain asked twice. plan_configuration finds these too."""
-    problems = []
-    if data.get("nat") is not None:
-        problems += check_nat(data["nat"], None)[1]
-    if "domain_aliases" in data:
-        problems += check_domains(data["domain_aliases"], set(), {}, {})[1]
-    seen = set()
-    for i, wanted in enumerate(data.get("trunks") or []):
-        key = str(wanted).lower()
-        if key in seen:
-            problems.append(problem(f"trunks.{i}", "duplicate", wanted))
-        seen.add(key)
-    return problems
+def plan_nat(desired, world, mine, since, resolutions=NONE):
+    """desired: {"externip", "localnets"}, GIVE_BACK, or None. -> (changes, {setting: NatField}, conflicts)"""
+    changes, owned, conflicts = [], {}, []
+    for name in TYPES:
+        wanted = desired[name] if isinstance(desired, dict) else desired
+        found, after, conflict = plan_nat_setting(name, wanted, world, mine.nat.get(name), since,
+                                                  resolutions.choice(nat_key(world.instance, name)))
+        changes += found
+        if after is not None:
+            owned[name] = after
+        if conflict:
+            conflicts.append(conflict)
+    return changes, owned, conflicts
 
 
-def plan_configuration(data, world):
-    """Everything configure-bypass would change, on what was read (`world`: instance,
-    nethvoice env, proxy env, cluster_network, nethvoice_hosts, site, mine, routes,
-    other_trunks), or Refused. Returns (changes, desired trunks, desired NAT, domains)."""
-    site, mine, nv = world["site"], world["mine"], world["nethvoice"]
-    problems, desired_trunks, nat_desired, domains = [], None, None, None
-    if "trunks" in data:
-        desired_trunks, found = resolve_trunks(data["trunks"], site["trunks"], world["other_trunks"])
-        problems += found
-    if data.get("nat") is not None:
-        nat_desired, found = check_nat(data["nat"], world["cluster_network"])
-        problems += found
-    if "domain_aliases" in data:
-        domains, found = check_domains(data["domain_aliases"], world["nethvoice_hosts"], world["routes"] or {},
-                                       mine["domain_aliases"])
-        problems += found
-    if problems:
-        raise Refused(problems)
-    changes = []
-    if desired_trunks is not None:
-        changes += plan_trunks(desired_trunks, site["trunks"], mine["trunks"], proxy_outbound_value(nv))
-    if nat_desired is not None:
-        changes += plan_nat(nat_desired, site)
-    elif "nat" in data and mine["nat"]:  # null: give FreePBX back what it had before us
-        changes += plan_nat(mine["nat"]["previous"], site)
-    if domains is not None:
-        changes += plan_domains(domains, world["routes"], mine["domain_aliases"], route_uri(world["proxy"], nv),
-                                f"{world['instance']} via nethvoice-bypass")
-    return changes, desired_trunks, nat_desired, domains
+def plan_alias(entry, current, keep, uri, explicit, choice=None, instance=""):
+    """(changes, AliasEntry or None, conflict) for a domain alias the module owns.
+    current: the route's URIs in the proxy now (None: no route)."""
+    def route(op, after, why):
+        return RouteChange(op, entry.domain, current, after, entry.description, why, instance)
+    if current is not None and current not in (entry.uris, (uri,)):
+        if not keep or choice == "keep_theirs":
+            return [route(ops.RELEASE_ROUTE, current, "pointed elsewhere by someone: left as it is")], None, None
+        if choice == "put_ours_back":
+            return [route(ops.ADD_ROUTE, (uri,), "put back as the module set it")], replace(entry, uris=(uri,)), None
+        return [], entry, Conflict(alias_key(instance, entry.domain), "route_changed", entry.domain, entry.uris,
+                                   current, instance)
+    if current is None:
+        if not keep or choice == "keep_theirs":
+            return [route(ops.RELEASE_ROUTE, None, "no longer in the proxy: nothing to remove")], None, None
+        if explicit or choice == "put_ours_back":
+            return [route(ops.ADD_ROUTE, (uri,), "put back: it had been removed")], replace(entry, uris=(uri,)), None
+        return [], entry, Conflict(alias_key(instance, entry.domain), "route_removed", entry.domain, entry.uris,
+                                   None, instance)
+    if not keep:
+        return [route(ops.REMOVE_ROUTE, None, "alias no longer wanted")], None, None
+    if current == (uri,):
+        if entry.uris == (uri,):
+            return [], entry, None
+        return [route(ops.TAKE_ROUTE, current, "already points at Asterisk's current port")], \
+            replace(entry, uris=current), None
+    return [route(ops.ADD_ROUTE, (uri,), "Asterisk's SIP port changed")], replace(entry, uris=(uri,)), None
+
+
+def plan_aliases(desired, world, mine, since, explicit, resolutions=NONE):
+    """desired: [domains] or None (keep what is owned). -> (changes, {domain: AliasEntry}, conflicts)"""
+    uri = route_uri(world.proxy, world.nethvoice)
+    description = f"{world.instance} via nethvoice-bypass"
+    routes = world.routes or {}
+    changes, owned, conflicts = [], {}, []
+    for domain, entry in sorted(mine.aliases.items()):
+        keep = desired is None or domain in desired
+        choice = resolutions.choice(alias_key(world.instance, domain))
+        found, after, conflict = plan_alias(entry, routes.get(domain), keep, uri, explicit and keep, choice,
+                                            world.instance)
+        changes += found
+        if after is not None:
+            owned[domain] = after
+        if conflict:
+            conflicts.append(conflict)
+    for domain in desired or ():
+        if domain not in mine.aliases:
+            owned[domain] = AliasEntry(domain, (uri,), description, since)
+            changes.append(RouteChange(ops.ADD_ROUTE, domain, None, (uri,), description,
+                                       "the proxy routes this Request-URI domain to the instance", world.instance))
+    return changes, owned, conflicts
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What a request asks of one instance, each part None when not asked (kept)."""
+
+    trunks: tuple | None = None      # trunk ids
+    nat: object = None               # {"externip", "localnets"}, GIVE_BACK or None
+    aliases: tuple | None = None     # domains
+
+
+def plan_instance(desired, world, mine, since, explicit=True, resolutions=NONE):
+    """Everything one instance's bypass needs: InstancePlan(changes, mine afterwards, conflicts)."""
+    trunk_changes, trunks, c1 = plan_trunks(desired.trunks, world, mine, since, resolutions)
+    nat_changes, nat, c2 = plan_nat(desired.nat, world, mine, since, resolutions)
+    alias_changes, aliases, c3 = plan_aliases(desired.aliases, world, mine, since, explicit, resolutions)
+    after = replace(mine, trunks=trunks, nat=nat, aliases=aliases)
+    return InstancePlan(tuple(trunk_changes + nat_changes + alias_changes), after, tuple(c1 + c2 + c3))
 
 
 def needs_reload(changes):
-    return any(c["op"] in DB_OPS for c in changes)
+    return any(c.op in ops.DB_OPS for c in changes)
 
 
-def settled(mine):
-    """An instance's record without the marks of a change in progress."""
-    return {**empty_instance_intent(), **{k: v for k, v in mine.items() if k not in ("pending", "reload_pending")}}
-
-
-def recorded_state(mine, world, data, desired_trunks, nat_desired, domains, since):
-    """What the instance's record becomes once the plan is applied. Trunks asked for
-    are managed even when they need no change (already without the proxy)."""
-    after, site = settled(mine), world["site"]
-    trunks_by_id = {str(t["id"]): t for t in site["trunks"]}
-    if desired_trunks is not None:
-        after["trunks"] = {tid: {"name": trunks_by_id[tid]["name"],
-                                 "since": mine["trunks"].get(tid, {}).get("since", since)} for tid in desired_trunks}
-    if nat_desired is not None:
-        previous = (mine["nat"] or {}).get("previous") or {"externip": site["externip"],
-                                                          "localnets": site["localnets"]}
-        after["nat"] = {**nat_desired, "previous": previous}
-    elif "nat" in data:
-        after["nat"] = None
-    if domains is not None:
-        after["domain_aliases"] = {d: {"uri": route_uri(world["proxy"], world["nethvoice"])} for d in domains}
-    return after
-
-
-def recorded_request(mine):
-    """The configure-bypass input that re-applies what was recorded for an instance."""
-    data = {"trunks": [int(t) for t in mine["trunks"]]}
-    if mine["domain_aliases"]:
-        data["domain_aliases"] = list(mine["domain_aliases"])
-    if mine["nat"]:
-        data["nat"] = {"external_address": mine["nat"]["externip"], "local_networks": mine["nat"]["localnets"],
-                       "include_cluster_network": False}
-    return data
+def needs_routes(desired, mine):
+    """Whether the plan needs the proxy's routes: only when an alias is asked or owned."""
+    return bool(desired.aliases) or bool(mine.aliases)

@@ -1,9 +1,10 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Findings about a bypass snapshot: pure functions, stable ids (the UI translates
 them as `checks.<id>`), each with a message naming the cause and a remedy."""
 
 import ipaddress
+import json
 
-from .bypass_plan import proxy_outbound_value
 from .model import parse_rich_rule, transport_protocol
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -40,10 +41,11 @@ def forward_checks(snapshot):
             out.append(finding("forward_instance_missing", ERROR,
                                f"forward {fwd['id']} targets {fwd['instance']}, which is not on this node",
                                "remove the forward, or restore the instance and run reconcile-bypass", subject))
-        elif state not in ("in_sync", "unknown"):  # unknown: an outage finding says why
+        elif state == "missing_runtime":  # missing ones are conflicts; unknown: an outage says why
             out.append(finding("forward_not_applied", ERROR,
-                               f"forward {fwd['id']} is {state.replace('_', ' ')} in firewalld",
-                               "run reconcile-bypass to re-apply it", subject))
+                               f"forward {fwd['id']} is missing from firewalld's runtime configuration (a reload "
+                               "or restart took it)", "run reconcile-bypass (the self-check timer repairs it)",
+                               subject))
         source = ipaddress.ip_network(fwd["source"]) if fwd.get("source") else None
         overlapping = [str(n) for n in lan if n.version == (6 if fwd["family"] == "ipv6" else 4)
                        and (source is None or source.overlaps(n))]
@@ -60,6 +62,13 @@ def forward_checks(snapshot):
                                    f"forward {fwd['id']} has no source while trunks still use the proxy on "
                                    f"{fwd['protocol'].upper()}: {', '.join(trunks)}",
                                    "give the forward the source address of the device that needs it", subject))
+    for fid, rules in sorted((snapshot.get("competing_rules") or {}).items()):
+        for rule in rules:
+            out.append(finding("forward_competing_rule", WARNING,
+                               f"firewalld has '{rule}', which the module did not write, for the same packets as "
+                               f"forward {fid} at the same priority: which one wins is undefined",
+                               "remove the stale one with firewall-cmd (runtime and --permanent); the module never "
+                               "removes a rule it did not write", fid))
     for rule in snapshot.get("orphaned_rules", []):
         out.append(finding("forward_orphaned", WARNING,
                            f"firewalld has a bypass-style forward the module does not manage: {rule}",
@@ -103,18 +112,17 @@ def nat_checks(snapshot):
 
 def trunk_checks(snapshot):
     out = []
-    for instance, trunks in snapshot["trunks"].items():
-        env = snapshot["instances"].get(instance, {})
+    for trunks in snapshot["trunks"].values():
         for trunk in trunks:
             if not trunk.get("managed"):
                 continue
             name = trunk["name"]
-            if trunk.get("outbound_proxy"):
-                back = trunk["outbound_proxy"] == proxy_outbound_value(env) if env else True
+            if trunk.get("drift"):
                 out.append(finding("trunk_proxy_returned", ERROR,
-                                   f"bypassed trunk '{name}' has an outbound proxy again ({trunk['outbound_proxy']})"
-                                   + (": NethVoice restored it" if back else ""),
-                                   "run reconcile-bypass, and rename the trunk to contain 'custom'", name))
+                                   f"bypassed trunk '{name}' has NethVoice's outbound proxy again "
+                                   f"({trunk['outbound_proxy']}): NethVoice restored it",
+                                   "run reconcile-bypass (the self-check timer repairs it), and rename the trunk "
+                                   "to contain 'custom'", name))
             if "custom" not in str(name).lower():
                 out.append(finding("trunk_name_without_custom", WARNING,
                                    f"bypassed trunk '{name}' will get its outbound proxy back when NethVoice's "
@@ -149,13 +157,38 @@ def platform_checks(snapshot):
                            "port 5061 (TLS) is never forwarded: phones and trunks using TLS keep going "
                            "through the proxy", "nothing to do unless a device needs TLS without the proxy",
                            "5061"))
-    for instance, aliases in snapshot["domain_aliases"].items():
-        for alias in aliases:
-            if alias.get("present") is False:
-                out.append(finding("domain_alias_missing", ERROR,
-                                   f"domain alias {alias['domain']} of {instance} is not routed by the proxy",
-                                   "run reconcile-bypass", alias["domain"]))
     return out
+
+
+def ownership_checks(snapshot):
+    """Repairs a reconcile would make for the proxy routes, conflicts with both ways out,
+    things the module owned that are gone or replaced."""
+    out = []
+    for change in snapshot.get("repairs") or []:
+        if change["op"] == "add_route":
+            out.append(finding("domain_alias_stale", ERROR,
+                               f"domain alias {change['domain']} points at {', '.join(change['before'] or [])}, "
+                               f"not at Asterisk's current port ({', '.join(change['after'])})",
+                               "run reconcile-bypass (the self-check timer repairs it)", change["domain"]))
+    for conflict in snapshot.get("conflicts") or []:
+        ways = conflict["ways_out"]
+        out.append(dict(finding(CONFLICT_IDS[conflict["kind"]], WARNING, conflict["message"],
+                                f"keep theirs: reconcile-bypass {json.dumps(ways['keep_theirs']['data'])}; or put "
+                                f"ours back: reconcile-bypass {json.dumps(ways['put_ours_back']['data'])}",
+                                conflict["key"]), conflict=conflict))
+    for change in snapshot.get("releases") or []:
+        if change["op"] == "release_trunk":
+            out.append(finding("trunk_released", WARNING, f"{change['why']}; the module forgets it at the next "
+                               "reconcile and never changes it",
+                               "if it is the same trunk renamed, hand it to the module again (Trunks page, or "
+                               "configure-bypass trunks)", change["name"]))
+    return out
+
+
+CONFLICT_IDS = {"forward_removed": "conflict_forward_removed",
+                "forward_removed_permanent": "conflict_forward_removed_permanent",
+                "trunk_proxy_changed": "conflict_trunk_proxy_changed", "nat_changed": "conflict_nat_changed",
+                "route_changed": "conflict_route_changed", "route_removed": "conflict_route_removed"}
 
 
 def outage_checks(snapshot):
@@ -177,6 +210,19 @@ def outage_checks(snapshot):
         out.append(finding("proxy_routes_unreadable", WARNING,
                            f"the proxy's routes could not be read: {outages['proxy_routes']}",
                            "check the proxy module and the cluster API, then run get-status again", "proxy"))
+    damage = snapshot.get("record_damage")
+    if damage and damage["error"] == "set aside":
+        out.append(finding("record_rebuilt", WARNING,
+                           f"the record was damaged and set aside as {damage['file']}; the module rebuilt it from "
+                           "its audit trail (audit.jsonl: the 'rebuild' record says what it rebuilt)",
+                           f"compare {damage['file']} with bypass.json in the module's state dir, then delete it",
+                           damage["file"]))
+    elif damage:
+        rebuilt = "rebuilt from the audit trail for this view" if damage.get("rebuilt") else \
+            f"the audit trail cannot rebuild it ({damage.get('rebuild_error')})"
+        out.append(finding("record_damaged", ERROR, f"the record bypass.json is damaged ({damage['error']}): "
+                           f"{rebuilt}", "the next change sets it aside and rebuilds it; if it cannot be rebuilt, "
+                           "restore bypass.json from a backup", damage["file"]))
     pending = snapshot.get("pending")
     if pending:
         out.append(finding("change_interrupted", WARNING,
@@ -198,5 +244,5 @@ def outage_checks(snapshot):
 
 
 def run_checks(snapshot):
-    return (outage_checks(snapshot) + forward_checks(snapshot) + nat_checks(snapshot) + trunk_checks(snapshot)
-            + platform_checks(snapshot))
+    return (outage_checks(snapshot) + ownership_checks(snapshot) + forward_checks(snapshot) + nat_checks(snapshot)
+            + trunk_checks(snapshot) + platform_checks(snapshot))

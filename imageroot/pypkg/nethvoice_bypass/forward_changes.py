@@ -1,77 +1,100 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Changing firewalld for the forwards, crash-safe: apply a plan, undo it, and record
-it in the intent (commit), or undo what a dead step left (recover).
+it (commit), or undo what a dead step left (recover).
 """
 
 import os
 import threading
+from dataclasses import replace
 
-from . import conntrack, systemd
-from .errors import Refused, UndoFailed
-from .firewalld import INPUT_ERRORS, FirewalldError
-from .forward_plan import PERMANENT, RUNTIME, rule_changes
-from .step import SD_WARNING, Cancelled, Failure, cancel_requested, checkpoint, log, stop_if_cancelled
+from . import conntrack, keeper, systemd
+from .changes import ADD_RULE, FlushChange, RuleChange
+from .errors import Cancelled, Failure, FirewalldError, Refused, UndoFailed
+from .firewalld import INPUT_ERRORS
+from .forward_plan import PERMANENT, RUNTIME
+from .record import PendingRules
+from .step import SD_WARNING, cancel_requested, checkpoint, log, stop_if_cancelled
 from .store import now
+
+
+def rule_changes(changes):
+    return [c for c in changes if isinstance(c, RuleChange)]
 
 
 def apply_changes(fw, changes):
     """Apply rule changes: the runtime ones first, then, while conntrack flushes the
-    forwards' live flows, the permanent ones in one write per zone, then a look at
-    runtime: a firewalld reload before the permanent write put back the previous
-    configuration, so what it took away is done again (and flushed again). A reload
-    after the permanent write loads it, so nothing is lost either way. On failure or
-    cancel, what was done is undone and the error raised. Flushes never fail the action."""
+    forwards' live flows, the permanent ones, then a look at runtime: a firewalld reload
+    before the permanent write put back the previous configuration, so what it took
+    away is done again (and flushed again). A reload after the permanent write loads it,
+    so nothing is lost either way. On failure or cancel, what was done is undone and
+    the error raised; an error of the flush itself is a failed change too."""
     rules = rule_changes(changes)
-    runtime = [c for c in rules if c["config"] == RUNTIME]
-    flushes = [c for c in changes if c["op"] == "flush_conntrack"]
+    runtime = [c for c in rules if c.config == RUNTIME]
+    flushes = [c for c in changes if isinstance(c, FlushChange)]
     done = []
     flushing = None
     try:
         apply_runtime(fw, runtime, done)
-        flushing = background(conntrack.flush_many, flushes)
-        for zone in sorted({c["zone"] for c in rules if c["config"] == PERMANENT}):
-            ours = [c for c in rules if c["config"] == PERMANENT and c["zone"] == zone]
-            fw.change_permanent_rules(zone, add=[c["rule"] for c in ours if c["op"] == "add_rule"],
-                                      remove=[c["rule"] for c in ours if c["op"] == "remove_rule"])
+        flushing = background(conntrack.flush_many, [c.to_json() for c in flushes])
+        for zone in sorted({c.zone for c in rules if c.config == PERMANENT}):
+            ours = [c for c in rules if c.config == PERMANENT and c.zone == zone]
+            fw.change_permanent_rules(zone, add=[c.rule for c in ours if c.op == ADD_RULE],
+                                      remove=[c.rule for c in ours if c.op != ADD_RULE])
             done += ours
             stop_if_cancelled("after_permanent")
         undone = undone_by_reload(fw, runtime)
         if undone:
             log(f"firewalld reloaded during the change: {len(undone)} runtime changes made again", SD_WARNING)
             apply_runtime(fw, undone, [])
-            flushing.join()
-            flushing = background(conntrack.flush_many, flushes)
+            flushing.outcome()
+            flushing = background(conntrack.flush_many, [c.to_json() for c in flushes])
+        flushed = flushing.outcome()
     except Failure as err:
         if flushing:
             flushing.join()
         raise undo_after(fw, done, err) from err
-    flushing.join()
-    return [dict(result, forward=c["forward"]) for c, result in zip(flushes, flushing.result, strict=True)]
+    return [dict(result, forward=c.forward) for c, result in zip(flushes, flushed, strict=True)]
 
 
-def apply_runtime(fw, changes, done):
+def apply_runtime(fw, changes, done, stoppable=True):
+    """Runtime changes one by one; a cancel stops after any of them (stoppable: not
+    while undoing)."""
     for change in changes:
-        (fw.add_rich_rule if change["op"] == "add_rule" else fw.remove_rich_rule)(
-            change["zone"], change["rule"], RUNTIME)
+        if change.op == ADD_RULE:
+            fw.add_rich_rule(change.zone, change.rule, RUNTIME)
+        else:
+            fw.remove_rich_rule(change.zone, change.rule, RUNTIME)
         done.append(change)
-        stop_if_cancelled("after_runtime")
+        if stoppable:
+            stop_if_cancelled("after_runtime")
 
 
 def undone_by_reload(fw, runtime):
     """The runtime changes no longer in effect."""
-    now_in = {zone: fw.rich_rules(zone, RUNTIME) for zone in sorted({c["zone"] for c in runtime})}
-    return [c for c in runtime if (c["rule"] in now_in[c["zone"]]) != (c["op"] == "add_rule")]
+    now_in = {zone: fw.rich_rules(zone, RUNTIME) for zone in sorted({c.zone for c in runtime})}
+    return [c for c in runtime if (c.rule in now_in[c.zone]) != (c.op == ADD_RULE)]
 
 
 class background(threading.Thread):  # noqa: N801 - used like a function
-    """fn(*args) in a thread; .result once joined."""
+    """fn(*args) in a thread; outcome() joins it and returns its result or raises its
+    error as a Failure (a flush that crashed is a failed change, undone and reported)."""
 
     def __init__(self, fn, *args):
         super().__init__(daemon=True)
-        self.fn, self.args, self.result = fn, args, None
+        self.fn, self.args, self.result, self.error = fn, args, None, None
         self.start()
 
     def run(self):
-        self.result = self.fn(*self.args)
+        try:
+            self.result = self.fn(*self.args)
+        except Exception as err:  # noqa: BLE001 - handed to the step's thread by outcome()
+            self.error = err
+
+    def outcome(self):
+        self.join()
+        if self.error is not None:
+            raise Failure(f"flushing the live connections failed: {type(self.error).__name__}: {self.error}")
+        return self.result
 
 
 def undo_after(fw, done, err):
@@ -93,18 +116,14 @@ def undo(fw, done, strict=False):
     failures (logged); strict: raises the first one, after trying everything."""
     failures = []
     for config in (PERMANENT, RUNTIME):
-        for zone in sorted({c["zone"] for c in done if c["config"] == config}):
-            ours = [c for c in done if c["config"] == config and c["zone"] == zone]
-            added = [c["rule"] for c in ours if c["op"] == "add_rule"]
-            removed = [c["rule"] for c in ours if c["op"] == "remove_rule"]
+        for zone in sorted({c.zone for c in done if c.config == config}):
+            ours = [c.inverse() for c in done if c.config == config and c.zone == zone]
             try:
                 if config == PERMANENT:
-                    fw.change_permanent_rules(zone, add=removed, remove=added)
+                    fw.change_permanent_rules(zone, add=[c.rule for c in ours if c.op == ADD_RULE],
+                                              remove=[c.rule for c in ours if c.op != ADD_RULE])
                 else:
-                    for rule in added:
-                        fw.remove_rich_rule(zone, rule, RUNTIME)
-                    for rule in removed:
-                        fw.add_rich_rule(zone, rule, RUNTIME)
+                    apply_runtime(fw, ours, [], stoppable=False)
             except Failure as err:
                 log(f"could not undo the {config} changes in zone {zone}: {err}")
                 failures.append(err)
@@ -113,49 +132,44 @@ def undo(fw, done, strict=False):
     return failures
 
 
-def commit(store, intent, fw, changes, action, update=None, remove=()):
+def commit(store, record, fw, changes, action, *, update=None, remove=()):
     """Apply changes and record the outcome (the caller holds the lock and is inside
-    step.critical()). Crash-safe: the intent names the changes as pending before the
-    first is made, so wherever the step dies, no rule it wrote is without a record and
-    the next locked action undoes them (recover); the forwards are updated once every
-    change is made, in the same atomic write that clears the pending changes."""
-    before = {k: dict(v) for k, v in intent["forwards"].items()}
+    step.critical()); returns (the record after, the flush results). Crash-safe: the
+    record names the changes as pending before the first is made, so wherever the step
+    dies, no rule it wrote is without a record and the next locked action undoes them
+    (recover); the forwards are updated once every change is made, in the same atomic
+    write that clears the pending changes."""
     rules = rule_changes(changes)
     stop_if_cancelled("planned")
     if rules:
-        intent["pending"] = {"action": action, "task": os.environ.get("AGENT_TASK_ID", ""), "since": now(),
-                             "changes": rules}
-        store.save(intent)
+        pending = PendingRules(action, os.environ.get("AGENT_TASK_ID", ""), now(), tuple(rules))
+        store.save_record(replace(record, pending=pending).to_json())
     try:
         stop_if_cancelled("pending_saved")
         flushed = apply_changes(fw, changes)
     except UndoFailed:
         raise  # pending stays: recover() undoes the rest
     except BaseException:
-        intent.pop("pending", None)  # apply_changes undid what it did
-        store.save(intent)
+        store.save_record(record.to_json())  # apply_changes undid what it did
         raise
     checkpoint("before_commit")
-    intent["forwards"].update(update or {})
-    for fid in remove:
-        intent["forwards"].pop(fid, None)
-    intent.pop("pending", None)
-    store.save(intent)
+    after = replace(record.with_forwards(update, remove), pending=None)
+    keeper.save(store, record, after, action, changes)
     checkpoint("committed")
-    store.audit(action, rules, before, intent["forwards"])
     systemd.start_self_check(action)
     if cancel_requested():
         log("cancel requested after every change was made: the changes are kept and recorded", SD_WARNING)
-    return flushed
+    return after, flushed
 
 
-def recover(store, intent, fw):
+def recover(store, record, fw):
     """Undo the changes of a step that died before recording them (see commit)."""
-    pending = intent.get("pending")
+    pending = record.pending
     if not pending:
-        return
-    log(f"undoing the changes of an interrupted {pending['action']} (task {pending['task'] or '-'})", SD_WARNING)
-    undo(fw, pending["changes"], strict=True)  # on failure the record stays for the next try
-    del intent["pending"]
-    store.save(intent)
-    store.audit("recover", pending["changes"], intent["forwards"], intent["forwards"], interrupted=pending)
+        return record
+    log(f"undoing the changes of an interrupted {pending.action} (task {pending.task or '-'})", SD_WARNING)
+    undo(fw, list(pending.changes), strict=True)  # on failure the record stays for the next try
+    after = replace(record, pending=None)
+    keeper.save(store, record, after, "recover", [c.inverse() for c in pending.changes],
+                interrupted=pending.to_json())
+    return after

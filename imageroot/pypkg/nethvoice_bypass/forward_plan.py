@@ -1,10 +1,28 @@
-"""The pure core for port forwards: desired rules, states, plans, views and warnings.
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The pure core for port forwards: which rule stands for a forward, and the plans that
+add, repair and remove them, touching only rules the module owns.
 
-Nothing here does I/O. Inputs are the intent entries, the cluster view and the rich
-rules read from firewalld; outputs are plain dicts ready for JSON.
+observed: {zone: {config: set(rule texts)}}, as read from firewalld. A rule stands for a
+forward when it is the exact text the record holds, or, once that text is gone from both
+configurations, the same rule pointing at the instance's current Asterisk port in both
+(NethVoice's own update moves our UDP forwards there). Nothing else is ever removed.
 """
 
+from dataclasses import dataclass, replace
+
+from .changes import (
+    ADD_RULE,
+    ADOPT_FORWARD,
+    FOLLOW_RULE,
+    RELEASE_FORWARD,
+    REMOVE_RULE,
+    FlushChange,
+    ForwardNote,
+    RuleChange,
+)
+from .conflicts import Conflict, forward_key
 from .model import PROXY_LAN_PORTS, ForwardRule, parse_rich_rule
+from .record import Presence
 
 RUNTIME, PERMANENT = "runtime", "permanent"
 CONFIGS = (RUNTIME, PERMANENT)
@@ -21,213 +39,179 @@ def target_port(nethvoice_env, protocol):
     return None
 
 
-def plan_additions(entries, intent, cluster, zone, observed, trunks_via_proxy):
-    """Changes and warnings for new entries; each entry's rule becomes its desired one.
-    trunks_via_proxy: {(instance, protocol): trunks still using the proxy}, read for
-    the forwards without a source."""
-    changes, warnings, index = [], [], rule_index(observed)
-    lan_rules = proxy_rules(observed[zone][RUNTIME] | observed[zone][PERMANENT])
-    ours = [r for r in (desired_rule(e, cluster) for e in intent["forwards"].values()) if r]
-    for entry in entries:
-        desired = desired_rule(entry, cluster)
-        entry["rule"] = entry["rule"] or desired.to_rich_rule()
-        changes += plan_forward(entry, desired, observed, index=index)
-        warnings += forward_warnings(desired, lan_rules, cluster.proxy,
-                                     trunks_via_proxy.get((entry["instance"], entry["protocol"]), []), ours)
-        entry["rule"] = desired.to_rich_rule()
-    return changes, warnings
-
-
-def plan_reconcile(intent, cluster, observed):
-    """Changes that bring every forward back to its desired rule, and the recorded
-    rules to update: {id: rule} (also when someone else moved the rule already)."""
-    changes, updates, index = [], {}, rule_index(observed)
-    for entry in intent["forwards"].values():
-        desired = desired_rule(entry, cluster)
-        changes += plan_forward(entry, desired, observed, index=index)
-        if desired is not None and desired.to_rich_rule() != entry["rule"]:
-            updates[entry["id"]] = desired.to_rich_rule()
-    return changes, updates
-
-
-def plan_removals(entries, observed):
-    index = rule_index(observed)
-    return [c for e in entries for c in plan_forward(e, None, observed, removing=True, index=index)]
-
-
-def rule_changes(changes):
-    return [c for c in changes if c["op"] != "flush_conntrack"]
-
-
-def observed_after(observed, changes):
-    """firewalld's rules once applied changes are made: what reading them again gives."""
-    after = {zone: {config: set(rules) for config, rules in configs.items()} for zone, configs in observed.items()}
-    for change in rule_changes(changes):
-        rules = after.setdefault(change["zone"], {c: set() for c in CONFIGS})[change["config"]]
-        (rules.add if change["op"] == "add_rule" else rules.discard)(change["rule"])
-    return after
-
-
-def desired_rule(entry, cluster):
-    """The rule this forward should have now, or None when its instance is gone."""
-    port = target_port(cluster.nethvoice.get(entry["instance"]), entry["protocol"])
+def desired_rule(entry, nethvoice):
+    """The rule this forward should have now, or None when its instance is gone.
+    nethvoice: {instance: environment}."""
+    port = target_port(nethvoice.get(entry.instance), entry.protocol)
     if port is None:
         return None
-    return ForwardRule(entry["family"], entry["protocol"], entry["port"], port, entry.get("source"))
+    return ForwardRule(entry.family, entry.protocol, entry.port, port, entry.source)
 
 
 def presence(rule_text, zone, observed):
-    """observed: {zone: {config: set(rules)}} -> {config: bool}."""
-    return {config: rule_text in observed.get(zone, {}).get(config, set()) for config in CONFIGS}
+    """observed: {zone: {config: set(rules)}} -> Presence."""
+    rules = observed.get(zone, {})
+    return Presence(*(rule_text in rules.get(config, set()) for config in CONFIGS))
 
 
-def current_rule(entry, desired, observed):
-    """The rule that stands for this forward in firewalld: the recorded one, or the
-    desired one when something else moved the recorded rule there (NethVoice 1.8's
-    update repoints UDP forwards from ASTERISK_SIP_PORT to ASTERISK_SIP_UDP_PORT):
-    the recorded rule in neither configuration, the desired one in both."""
-    if desired is not None:
-        text = desired.to_rich_rule()
-        if (text != entry["rule"] and not any(presence(entry["rule"], entry["zone"], observed).values())
-                and all(presence(text, entry["zone"], observed).values())):
-            return text
-    return entry["rule"]
-
-
-def rule_index(observed):
-    """{(zone, key, priority): rule texts} of every forward rule observed, each parsed
-    once: how related_rules finds its rules among hundreds."""
-    index = {}
-    for zone, configs in observed.items():
-        for text in set().union(*configs.values()):
-            rule = parse_rich_rule(text)
-            if rule:
-                index.setdefault((zone, rule.key, rule.priority), set()).add(text)
-    return index
-
-
-def related_rules(entry, observed, index=None):
-    """The recorded rule and every rule that differs from it only in its target port
-    (same family, protocol, port, source and priority): rules that stand for this
-    forward, wherever Asterisk's port was when they were written."""
-    recorded = parse_rich_rule(entry["rule"])
-    rules = {entry["rule"]}
-    if recorded:
-        index = rule_index(observed) if index is None else index
-        rules |= index.get((entry["zone"], recorded.key, recorded.priority), set())
-    return rules
+def standing_rule(entry, desired, observed):
+    """The rule text that stands for this forward in firewalld (see the module docstring)."""
+    if desired is not None and desired.to_rich_rule() != entry.rule:
+        ours, moved = presence(entry.rule, entry.zone, observed), presence(desired.to_rich_rule(), entry.zone,
+                                                                            observed)
+        if not (ours.runtime or ours.permanent) and moved.runtime and moved.permanent:
+            return desired.to_rich_rule()
+    return entry.rule
 
 
 def forward_state(entry, desired, observed):
     if desired is None:
         return "instance_missing"
-    rule = current_rule(entry, desired, observed)
-    if desired.to_rich_rule() != rule:
-        return "stale_target"
-    present = presence(rule, entry["zone"], observed)
-    if all(present.values()):
-        return "in_sync"
-    if not any(present.values()):
+    rule = standing_rule(entry, desired, observed)
+    present = presence(rule, entry.zone, observed)
+    if present.runtime and present.permanent:
+        return "in_sync" if rule == desired.to_rich_rule() else "stale_target"
+    if not present.runtime and not present.permanent:
         return "missing"
-    return "missing_runtime" if not present[RUNTIME] else "missing_permanent"
+    return "missing_runtime" if present.permanent else "missing_permanent"
 
 
-def _rule_change(op, entry, config, rule, why):
-    return {"op": op, "forward": entry["id"], "zone": entry["zone"], "config": config, "rule": rule,
-            "why": why}
+def _rules(op, entry, rule, configs, why):
+    return [RuleChange(op, entry.id, entry.zone, config, rule, why) for config in configs]
 
 
-def plan_forward(entry, desired, observed, removing=False, index=None):
-    """Changes that bring one forward to `desired` (or remove it), in apply order."""
-    changes = []
-    wanted = None if removing or desired is None else desired.to_rich_rule()
-    stale = related_rules(entry, observed, index) - {wanted}
-    why = ("forward removed" if removing else
-           f"instance {entry['instance']} is gone" if desired is None else
-           f"Asterisk's {entry['protocol'].upper()} SIP port changed to {desired.to_port}")
-    for rule in sorted(stale):
-        for config, present in presence(rule, entry["zone"], observed).items():
-            if present:
-                changes.append(_rule_change("remove_rule", entry, config, rule, why))
-    if wanted is not None:
-        for config, present in presence(wanted, entry["zone"], observed).items():
-            if not present:
-                why = "new forward" if not entry.get("applied") else f"missing from the {config} configuration"
-                changes.append(_rule_change("add_rule", entry, config, wanted, why))
-    if any(c["config"] == RUNTIME for c in changes):
-        changes.append({"op": "flush_conntrack", "forward": entry["id"], "protocol": entry["protocol"],
-                        "port": entry["port"], "family": entry["family"], "source": entry.get("source"),
-                        "why": "existing flows keep their old NAT binding until deleted"})
+def _with_flush(entry, changes):
+    if any(isinstance(c, RuleChange) and c.config == RUNTIME for c in changes):
+        changes = [*changes, FlushChange(entry.id, entry.protocol, entry.port, entry.family, entry.source)]
     return changes
 
+
+@dataclass(frozen=True)
+class ForwardOutcome:
+    """What a plan does to one forward: changes, the entry afterwards (None: released),
+    and a conflict left for the user."""
+
+    changes: tuple
+    entry: object
+    conflict: Conflict | None = None
+
+
+def plan_new(entry, desired, observed):
+    """A forward the module does not own yet: add its rule where it is missing; where it
+    is already there, it is adopted as it is (and stays when the forward is removed)."""
+    text = desired.to_rich_rule()
+    before = presence(text, entry.zone, observed)
+    entry = replace(entry, rule=text, before=before)
+    missing = [c for c in CONFIGS if not before[c]]
+    if not missing:
+        return ForwardOutcome((ForwardNote(ADOPT_FORWARD, entry.id, text, "already in firewalld: the module adopts "
+                                           "it as it is, and leaves it there when the forward is removed"),), entry)
+    changes = _rules(ADD_RULE, entry, text, missing, "new forward")
+    return ForwardOutcome(tuple(_with_flush(entry, changes)), entry)
+
+
+def plan_reconcile(entry, desired, observed, choice=None, explicit=False):
+    """Bring an owned forward back to its desired rule. Repairs only what the platform is
+    known to cause (a firewalld reload, NethVoice's ports or instances); a rule removed by
+    someone else is a conflict, put back only by choice or an explicit request for it."""
+    if desired is None:
+        return _suspend(entry, observed)
+    wanted = desired.to_rich_rule()
+    if entry.suspended:
+        missing = [c for c in CONFIGS if not presence(wanted, entry.zone, observed)[c]]
+        changes = _rules(ADD_RULE, entry, wanted, missing, f"instance {entry.instance} is back")
+        return ForwardOutcome(tuple(_with_flush(entry, changes)), replace(entry, rule=wanted, suspended=False))
+    standing = standing_rule(entry, desired, observed)
+    present = presence(standing, entry.zone, observed)
+    notes, after = [], entry
+    if standing != entry.rule:
+        notes.append(ForwardNote(FOLLOW_RULE, entry.id, standing, "NethVoice moved the rule to Asterisk's current "
+                                                                  "port: the record follows it"))
+        after = replace(entry, rule=standing)
+    if not present.permanent:
+        conflict = Conflict(forward_key(entry.id), "forward_removed" if not present.runtime else
+                            "forward_removed_permanent", entry.id, entry.rule, None)
+        if choice == "keep_theirs":
+            return ForwardOutcome((ForwardNote(RELEASE_FORWARD, entry.id, entry.rule, "kept as the admin left it: "
+                                               "the module no longer manages this forward"),), None)
+        if choice != "put_ours_back" and not explicit:
+            return ForwardOutcome(tuple(notes), after, conflict)
+    changes = []
+    if standing != wanted:  # Asterisk's port changed: the old rule goes, wherever it still is
+        changes += _rules(REMOVE_RULE, entry, standing, [c for c in CONFIGS if present[c]],
+                          f"Asterisk's {entry.protocol.upper()} SIP port changed to {desired.to_port}")
+        present = Presence()
+    for config in CONFIGS:
+        if not present[config]:
+            changes += _rules(ADD_RULE, entry, wanted, [config], _why_add(config, standing == wanted, present))
+    return ForwardOutcome(tuple(notes + _with_flush(entry, changes)), replace(after, rule=wanted))
+
+
+def _why_add(config, same_port, present):
+    if not same_port:
+        return "the forward now points at Asterisk's current port"
+    if not present.permanent:
+        return "put back: it had been removed by someone else"
+    return "missing from the runtime configuration (a firewalld reload or restart)"
+
+
+def _suspend(entry, observed):
+    """The instance is gone: withdraw the rules the module made (kept in the record for
+    its return)."""
+    present = presence(entry.rule, entry.zone, observed)
+    configs = [c for c in CONFIGS if present[c] and not entry.before[c]]
+    changes = _rules(REMOVE_RULE, entry, entry.rule, configs, f"instance {entry.instance} is gone")
+    return ForwardOutcome(tuple(_with_flush(entry, changes)), replace(entry, suspended=True))
+
+
+def plan_removal(entry, desired, observed):
+    """Withdraw a forward: its rule goes from every configuration where the module put
+    it; an adopted rule stays as it was before the module; other rules are never touched."""
+    standing = standing_rule(entry, desired, observed)
+    present = presence(standing, entry.zone, observed)
+    configs = [c for c in CONFIGS if present[c] and not entry.before[c]]
+    changes = _rules(REMOVE_RULE, entry, standing, configs, "forward removed")
+    kept = [c for c in CONFIGS if present[c] and entry.before[c]]
+    if kept:
+        changes.append(ForwardNote(RELEASE_FORWARD, entry.id, standing, "adopted: left in the "
+                                   f"{' and '.join(kept)} configuration as it was before the module"))
+    return tuple(_with_flush(entry, changes))
+
+
+def observed_after(observed, changes):
+    """firewalld's rules once applied changes are made: what reading them again gives."""
+    after = {zone: {config: set(rules) for config, rules in configs.items()} for zone, configs in observed.items()}
+    for change in changes:
+        if isinstance(change, RuleChange):
+            rules = after.setdefault(change.zone, {c: set() for c in CONFIGS})[change.config]
+            if change.op == ADD_RULE:
+                rules.add(change.rule)
+            else:
+                rules.discard(change.rule)
+    return after
+
+
+# --- what else is in firewalld -------------------------------------------------------
 
 def proxy_rules(observed_zone_rules):
     """The proxy's behind-NAT LAN forwards (5060/5061 -> 6060/6061) found in a zone."""
     rules = (parse_rich_rule(text) for text in observed_zone_rules)
-    return sorted((r for r in rules if r and r.to_port in PROXY_LAN_PORTS),
-                  key=lambda r: r.to_rich_rule())
+    return sorted((r for r in rules if r and r.to_port in PROXY_LAN_PORTS), key=lambda r: r.to_rich_rule())
 
 
-def forward_warnings(rule, proxy_lan_rules, proxy_env, trunks_via_proxy, other_forwards=()):
-    """What this forward takes away from the proxy, named."""
-    warnings = []
-    for lan in proxy_lan_rules:
-        if rule.overlaps(lan):
-            warnings.append({
-                "id": "overlaps_proxy_lan_rule",
-                "message": f"{rule.source or 'every source'} is inside the proxy's local network "
-                           f"{lan.source or 'any'} (its rule '{lan.to_rich_rule()}'); this forward takes "
-                           f"precedence (priority {rule.priority}) for {rule.protocol.upper()} {rule.port}",
-            })
-    if rule.source is None:
-        networks = [n for n in (proxy_env or {}).get("LOCALNETWORKS", "").split(",") if n]
-        names = ", ".join(t["name"] for t in trunks_via_proxy) or "none found"
-        warnings.append({
-            "id": "captures_every_source",
-            "message": f"without a source this forward captures every {rule.family} {rule.protocol.upper()} "
-                       f"packet to port {rule.port}: devices in the proxy's local networks "
-                       f"({', '.join(networks) or 'none configured'}) and trunks that still use the "
-                       f"proxy ({names}) stop reaching the proxy on {rule.protocol.upper()}",
-        })
-    for other in other_forwards:
-        if other.key != rule.key and other.to_port != rule.to_port and rule.overlaps(other):
-            warnings.append({
-                "id": "overlaps_other_forward",
-                "message": f"overlaps the forward '{other.to_rich_rule()}' with another target at the "
-                           "same priority: firewalld's order between them is undefined",
-            })
-    return warnings
+def known_rules(forwards, nethvoice, observed):
+    """Every rule text that stands for a managed forward."""
+    return {standing_rule(e, desired_rule(e, nethvoice), observed) for e in forwards.values()}
 
 
-
-# --- views -------------------------------------------------------------------------
-
-def describe(entry, cluster, observed):
-    """One forward's view; its state is "unknown" while the cluster or firewalld cannot
-    be read (cluster or observed None)."""
-    desired = desired_rule(entry, cluster) if cluster else None
-    rule = current_rule(entry, desired, observed) if observed else entry["rule"]
-    return {
-        "id": entry["id"],
-        "instance": entry["instance"],
-        "family": entry["family"],
-        "protocol": entry["protocol"],
-        "port": entry["port"],
-        "source": entry.get("source"),
-        "description": entry.get("description", ""),
-        "zone": entry["zone"],
-        "rule": rule,
-        "target_port": desired.to_port if desired else None,
-        "state": forward_state(entry, desired, observed) if cluster and observed else "unknown",
-        "present": presence(rule, entry["zone"], observed) if observed else {"runtime": None, "permanent": None},
-    }
-
-
-def describe_all(intent, cluster, observed):
-    return [describe(e, cluster, observed) for e in sorted(intent["forwards"].values(), key=lambda e: e["id"])]
-
-
-def known_rules(intent, observed):
-    """Every rule text that stands for a managed forward (related_rules)."""
-    index = rule_index(observed)
-    return set().union(*(related_rules(e, observed, index) for e in intent["forwards"].values()))
+def competing_rules(entry, observed, ours):
+    """Rules the module does not own that match the same packets as this forward at the
+    same priority, where firewalld's order between them is undefined."""
+    mine = parse_rich_rule(entry.rule)
+    rules = observed.get(entry.zone, {})
+    found = set()
+    for text in set().union(*rules.values()) - ours if rules else ():
+        rule = parse_rich_rule(text)
+        if mine and rule and rule.key == mine.key and rule.priority == mine.priority:
+            found.add(text)
+    return sorted(found)

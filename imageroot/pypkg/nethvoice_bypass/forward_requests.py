@@ -1,6 +1,8 @@
 """The pure core of the forward requests: what add-port-forward is asked, checked
 before anything is read, then resolved into intent entries on what was read."""
 
+from dataclasses import replace
+
 from .forward_plan import target_port
 from .model import (
     PROXY_LAN_PORTS,
@@ -13,6 +15,7 @@ from .model import (
     forward_id,
     problem,
 )
+from .record import ForwardEntry
 
 
 def select_instance(nethvoice, requested, field="instance"):
@@ -85,9 +88,10 @@ def checked_requests(data):
     return [(prefix, values) for (_, prefix), (_, values) in zip(requests, checked, strict=True)]
 
 
-def new_entries(checked, intent, nethvoice, zone, created):
-    """The intent entries that checked requests become: new, or existing ones
-    re-described. Refused when an instance is missing or already has the forward."""
+def new_entries(checked, record, nethvoice, zone, created):
+    """The record entries that checked requests become: new ones (rule to be planned),
+    or the owned ones re-described. Refused when an instance is missing or another
+    instance already has the forward. Returns [(entry, owned)]."""
     entries, problems = [], []
     for prefix, wanted in checked:
         try:
@@ -99,16 +103,17 @@ def new_entries(checked, intent, nethvoice, zone, created):
             problems.append(problem(prefix + "instance", "no_sip_port", instance))
             continue
         fid = forward_id(wanted["family"], wanted["protocol"], wanted["port"], wanted["source"])
-        existing = intent["forwards"].get(fid)
-        if existing and existing["instance"] != instance:
+        existing = record.forwards.get(fid)
+        if existing and existing.instance != instance:
             problems.append(problem(prefix + "source", "already_forwarded", wanted["source"]))
             continue
-        entry = dict(existing) if existing else {
-            **wanted, "id": fid, "instance": instance, "zone": zone, "rule": "", "applied": False,
-            "created": created}
-        if wanted["description"]:
-            entry["description"] = wanted["description"]
-        entries.append(entry)
+        if existing:
+            description = wanted["description"] or existing.description
+            entries.append((replace(existing, description=description), True))
+            continue
+        entries.append((ForwardEntry(id=fid, instance=instance, family=wanted["family"], protocol=wanted["protocol"],
+                                     port=wanted["port"], source=wanted["source"], zone=zone, rule="",
+                                     description=wanted["description"], created=created, updated=created), False))
     if problems:
         raise Refused(problems)
     return entries

@@ -1,15 +1,20 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A NethVoice instance's FreePBX database, through `runagent -m <id> mysql`.
 
-NethVoice ships a `mysql` wrapper in its bin/ that reaches its MariaDB container;
-as root, `runagent -m <id>` runs it in the instance's context. One call per read.
+NethVoice ships a `mysql` wrapper in its bin/ that reaches its MariaDB container
+(`podman exec -i mariadb mysql ...`); as root, `runagent -m <id>` runs it in the
+instance's context. SQL goes on its stdin, one call per read or per transaction, with
+literals that mean the same under any sql_mode.
 """
 
-import ipaddress
 import json
 import os
+import re
 import subprocess
 
-from .step import Failure
+from .changes import BYPASS_TRUNK, RESTORE_TRUNK, NatChange, TrunkChange
+from .errors import Failure
+from .sipsettings import TYPES
 
 # Trunk keywords of the `pjsip` table (id = trunkid) that the bypass reads.
 TRUNK_KEYWORDS = ("registration", "outbound_proxy", "sip_server", "sip_server_port", "transport")
@@ -21,12 +26,12 @@ READ_TIMEOUT = 5.0
 RELOAD_TIMEOUT = 600
 
 
-def run_command(instance, argv, timeout, what):
+def run_command(instance, argv, timeout, what, stdin=None):
     """A command in the instance's context. Its own session: a cancel (SIGTERM to the
     step's process group) lets it finish instead of tearing it in the middle."""
     try:
         proc = subprocess.run(["runagent", "-m", instance, *argv], capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
+                              input=stdin, timeout=timeout, start_new_session=True)
     except FileNotFoundError:
         raise Failure("runagent is not on PATH: this action must run on an NS8 node") from None
     except subprocess.TimeoutExpired:
@@ -38,11 +43,12 @@ def run_command(instance, argv, timeout, what):
 
 
 def run_sql(instance, sql, timeout=None):
-    return run_command(instance, ["mysql", "asterisk", "--batch", "--skip-column-names", "--raw", "-e", sql],
-                       timeout or SQL_TIMEOUT, "the FreePBX database")
+    return run_command(instance, ["mysql", "asterisk", "--batch", "--skip-column-names", "--raw"],
+                       timeout or SQL_TIMEOUT, "the FreePBX database", stdin=sql)
 
 
 def trunks_query():
+    """Every trunk with its pjsip keywords; a keyword without a row reads as null."""
     fields = ", ".join(
         f"'{k}', (SELECT p.data FROM pjsip p WHERE p.id = t.trunkid AND p.keyword = '{k}' LIMIT 1)"
         for k in TRUNK_KEYWORDS)
@@ -50,9 +56,14 @@ def trunks_query():
             f"'disabled', t.disabled, {fields})) FROM trunks t")
 
 
+def _trunks(value):
+    trunks = [dict(t, id=str(t["id"])) for t in value or []]
+    return sorted(trunks, key=lambda t: int(t["id"]))
+
+
 def read_trunks(instance, timeout=None):
-    out = run_sql(instance, trunks_query(), timeout).strip()
-    return [] if out in ("", "NULL") else sorted(json.loads(out), key=lambda t: int(t["id"]))
+    out = run_sql(instance, trunks_query() + ";\n", timeout).strip()
+    return [] if out in ("", "NULL") else _trunks(json.loads(out))
 
 
 def _setting(key):
@@ -60,55 +71,44 @@ def _setting(key):
 
 
 def read_site(instance, timeout=None):
-    """Trunks and NAT settings in one call: {"trunks": [...], "externip", "localnets"}."""
-    sql = (f"SELECT JSON_OBJECT('trunks', ({trunks_query()}), "
-           f"'externip', {_setting('externip')}, 'localnets', {_setting('localnets')})")
+    """Trunks and NAT settings in one call: {"trunks": [...], "nat": {setting: stored
+    text or None}}."""
+    nat = ", ".join(f"'{k}', {_setting(k)}" for k in TYPES)
+    sql = f"SELECT JSON_OBJECT('trunks', ({trunks_query()}), 'nat', JSON_OBJECT({nat}));\n"
     site = json.loads(run_sql(instance, sql, timeout))
-    site["trunks"] = sorted(site["trunks"] or [], key=lambda t: int(t["id"]))
-    site["localnets"] = parse_localnets(site["localnets"])
-    site["externip"] = site["externip"] or ""
-    return site
+    return {"trunks": _trunks(site["trunks"]), "nat": site["nat"]}
 
 
-# FreePBX keeps `localnets` in kvstore_Sipsettings through BMO setConfig(): a PHP array
-# json_encode'd with type 'json-arr', items {"net": "<address>", "mask": "<prefix length>"}
-# (FreePBX/sipsettings: Sipsettings.class.php doGeneralPost, install.php migration
-# converting dotted masks with mask2cidr). `externip` is a plain string (type NULL).
-
-def parse_localnets(value):
-    """FreePBX's stored localnets -> ["192.0.2.0/24", ...] (dotted masks accepted)."""
-    try:
-        items = json.loads(value) if value else []
-    except json.JSONDecodeError:
-        return []
-    if isinstance(items, dict):  # a PHP array with non-sequential keys encodes as an object
-        items = list(items.values())
-    networks = []
-    for item in items:
-        try:
-            networks.append(str(ipaddress.ip_network(f"{item['net']}/{item['mask']}", strict=False)))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return networks
-
-
-def format_localnets(networks):
-    items = []
-    for network in networks:
-        net = ipaddress.ip_network(network)
-        items.append({"net": str(net.network_address), "mask": str(net.prefixlen)})
-    return json.dumps(items, separators=(",", ":"))
+# Literals: a value made only of these characters means the same between single quotes
+# under any sql_mode; anything else goes as a hex string converted to utf8mb4, which has
+# no escape to misread (NO_BACKSLASH_ESCAPES on or off, ANSI_QUOTES on or off).
+PLAIN = re.compile(r"[A-Za-z0-9 .:;,@/_+=()\[\]{}\"-]*")
 
 
 def sql_literal(value):
-    """A MariaDB string literal (default sql_mode: backslash escapes are active)."""
     if value is None:
         return "NULL"
-    escaped = str(value)
-    for raw, esc in (("\\", "\\\\"), ("'", "\\'"), ("\0", "\\0"), ("\n", "\\n"),
-                     ("\r", "\\r"), ("\x1a", "\\Z")):
-        escaped = escaped.replace(raw, esc)
-    return f"'{escaped}'"
+    text = str(value)
+    if PLAIN.fullmatch(text):
+        return f"'{text}'"
+    return f"CONVERT(X'{text.encode().hex()}' USING utf8mb4)"
+
+
+def _statement(change):
+    if isinstance(change, TrunkChange) and change.op in (BYPASS_TRUNK, RESTORE_TRUNK):
+        where = f"id = {sql_literal(change.trunk)} AND keyword = 'outbound_proxy'"
+        if change.after is None:  # no row before the module: none after
+            return f"DELETE FROM pjsip WHERE {where}"
+        return ("INSERT INTO pjsip (id, keyword, data, flags) VALUES "
+                f"({sql_literal(change.trunk)}, 'outbound_proxy', {sql_literal(change.after)}, 0) "
+                "ON DUPLICATE KEY UPDATE data = VALUES(data)")
+    if isinstance(change, NatChange):
+        if change.stored is None:
+            return f"DELETE FROM kvstore_Sipsettings WHERE `key` = {sql_literal(change.setting)} AND id = 'noid'"
+        return ("INSERT INTO kvstore_Sipsettings (`key`, val, type, id) VALUES "
+                f"({sql_literal(change.setting)}, {sql_literal(change.stored)}, "
+                f"{sql_literal(TYPES[change.setting])}, 'noid') ON DUPLICATE KEY UPDATE val = VALUES(val)")
+    return None
 
 
 def changes_sql(changes):
@@ -117,21 +117,7 @@ def changes_sql(changes):
     mysql stops at the first failing statement and the connection closes without
     COMMIT, so a failure leaves the database as it was."""
     statements = ["SET autocommit=0", "START TRANSACTION"]
-    for change in changes:
-        if change["op"] in ("bypass_trunk", "restore_trunk"):
-            trunk = int(change["trunk"])
-            statements.append(
-                "INSERT INTO pjsip (id, keyword, data, flags) VALUES "
-                f"({sql_literal(trunk)}, 'outbound_proxy', {sql_literal(change['after'])}, 0) "
-                "ON DUPLICATE KEY UPDATE data = VALUES(data)")
-        elif change["op"] in ("set_externip", "set_localnets"):
-            key = "externip" if change["op"] == "set_externip" else "localnets"
-            value = change["after"] if key == "externip" else format_localnets(change["after"])
-            kind = "NULL" if key == "externip" else "'json-arr'"
-            statements.append(f"DELETE FROM kvstore_Sipsettings WHERE `key` = '{key}' AND id = 'noid'")
-            if key == "externip" or change["after"]:
-                statements.append("INSERT INTO kvstore_Sipsettings (`key`, val, type, id) VALUES "
-                                  f"('{key}', {sql_literal(value)}, {kind}, 'noid')")
+    statements += [s for s in map(_statement, changes) if s]
     statements.append("COMMIT")
     return ";\n".join(statements) + ";\n"
 

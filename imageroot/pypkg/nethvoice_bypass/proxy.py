@@ -1,7 +1,10 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node's NethVoice proxy and its route API (add-route, remove-route,
 list-routes), run through the cluster API with the module's own credentials."""
 
-from .step import Failure, log
+from .changes import ADD_ROUTE, REMOVE_ROUTE
+from .errors import Failure
+from .step import log
 
 
 def proxy_task(cluster, action, data, timeout=None):
@@ -13,41 +16,43 @@ def proxy_task(cluster, action, data, timeout=None):
 
 
 def read_routes(cluster, timeout=None):
-    """{domain: route} of the node's proxy."""
-    return {r["domain"]: r for r in proxy_task(cluster, "list-routes", {}, timeout) or []}
+    """{domain: [{"uri", "description"}]} of the node's proxy, as list-routes gives them."""
+    return {r["domain"]: r.get("address") or [] for r in proxy_task(cluster, "list-routes", {}, timeout) or []}
 
 
-def apply_routes(cluster, changes):
-    """The route changes of a plan, in order; on failure those made are undone."""
+def route_uris(routes):
+    """{domain: (uris)}: what the planners compare."""
+    return {domain: tuple(a.get("uri", "") for a in address) for domain, address in routes.items()}
+
+
+def apply_routes(cluster, changes, routes):
+    """The route changes of a plan, in order; on failure those made are undone.
+    routes: what read_routes gave, so an undo writes back exactly what was there."""
     done = []
     try:
         for change in changes:
-            if change["op"] == "add_route":
-                proxy_task(cluster, "add-route", {"domain": change["domain"], "address": [
-                    {"uri": change["uri"], "description": change["description"]}]})
-            elif change["op"] == "remove_route":
-                proxy_task(cluster, "remove-route", {"domain": change["domain"]})
+            if change.op == ADD_ROUTE:
+                proxy_task(cluster, "add-route", {"domain": change.domain, "address": [
+                    {"uri": uri, "description": change.description} for uri in change.after]})
+            elif change.op == REMOVE_ROUTE:
+                proxy_task(cluster, "remove-route", {"domain": change.domain})
             else:
                 continue
             done.append(change)
     except BaseException:
-        undo_routes(cluster, done)
+        undo_routes(cluster, done, routes)
         raise
     return done
 
 
-def undo_routes(cluster, done):
-    """Each route change made, undone. A route add_route re-pointed is one of ours
-    (another route is refused), so it gets back its URIs with our description."""
+def undo_routes(cluster, done, routes):
+    """Each route change made, undone: the route as it was (its own descriptions), or
+    no route where there was none."""
     for change in reversed(done):
         try:
-            if change["op"] == "add_route" and change["before"]:
-                proxy_task(cluster, "add-route", {"domain": change["domain"], "address": [
-                    {"uri": uri, "description": change["description"]} for uri in change["before"]]})
-            elif change["op"] == "add_route":
-                proxy_task(cluster, "remove-route", {"domain": change["domain"]})
-            elif change["op"] == "remove_route":
-                proxy_task(cluster, "add-route", {"domain": change["domain"],
-                                                  "address": change["before"]["address"]})
+            if change.domain in routes:
+                proxy_task(cluster, "add-route", {"domain": change.domain, "address": routes[change.domain]})
+            else:
+                proxy_task(cluster, "remove-route", {"domain": change.domain})
         except Failure as err:
-            log(f"could not undo the route change for {change['domain']}: {err}")
+            log(f"could not undo the route change for {change.domain}: {err}")

@@ -9,7 +9,7 @@ naming what is down; every read is bounded to a few seconds. The view is status_
 
 from concurrent.futures import ThreadPoolExecutor
 
-from . import checks, conntrack, corestatus, status_view
+from . import checks, conntrack, corestatus, keeper, status_view
 from .step import Failure, log
 from .store import Store
 
@@ -23,45 +23,45 @@ def read_site(instance):
         return freepbx.read_site(instance, freepbx.READ_TIMEOUT)
     except Failure as err:
         log(str(err))
-        return {"trunks": [], "externip": "", "localnets": [], "error": str(err)}
+        return {"trunks": [], "nat": {}, "error": str(err)}
 
 
-def read_routes(cluster, intent):
-    """The proxy's routes, when a domain alias needs them: ({domain: route} or None
+def read_routes(cluster, record):
+    """The proxy's routes, when a domain alias needs them: ({domain: (uris)} or None
     when unreadable, the reason)."""
-    from .proxy import read_routes
+    from .proxy import read_routes, route_uris
 
-    if cluster is None or not any(b.get("domain_aliases") for b in intent.get("bypass", {}).values()):
+    if cluster is None or not any(m.aliases for m in record.instances.values()):
         return {}, None
     try:
-        return read_routes(cluster, timeout=5), None
+        return route_uris(read_routes(cluster, timeout=5)), None
     except Failure as err:
         log(f"proxy routes not readable: {err}")
         return None, str(err)
 
 
-def read_firewall(intent):
+def read_firewall(record):
     from .firewalld import Firewalld
     from .forward_actions import observe_in_use
 
     fw = Firewalld()
-    return (*observe_in_use(fw, intent), fw.config_properties())
+    return (*observe_in_use(fw, record), fw.config_properties())
 
 
-def read_parts(intent):
+def read_parts(record):
     """Every part that can be read, side by side; `outages` says what could not."""
     from .cluster import read_cluster
 
     outages = {}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        firewall = pool.submit(read_firewall, intent)
+        firewall = pool.submit(read_firewall, record)
         try:
             cluster = read_cluster()
         except Failure as err:
             cluster, outages["redis"] = None, str(err)
         instances = list(cluster.nethvoice) if cluster else []
         sites = pool.map(read_site, instances)
-        routes = pool.submit(read_routes, cluster, intent)
+        routes = pool.submit(read_routes, cluster, record)
         try:
             zone, observed, props = firewall.result()
         except Failure as err:
@@ -76,13 +76,13 @@ def read_parts(intent):
 
 
 def read_bypass(store):
-    """get-status's `bypass` part, the intent and the cluster view it was read with
+    """get-status's `bypass` part, the record and the cluster view it was read with
     (None when Redis could not be read)."""
-    intent = store.load()  # read-only: no lock, the intent file is replaced atomically
-    parts = read_parts(intent)
-    snapshot = status_view.bypass_view(intent, parts)
+    loaded = keeper.load_for_view(store)  # read-only: no lock, the file is replaced atomically
+    parts = read_parts(loaded.record)
+    snapshot = status_view.bypass_view(loaded, parts)
     bypass = status_view.bypass_status(snapshot, checks.run_checks(snapshot), store.audit_tail(10))
-    return bypass, intent, parts["cluster"]
+    return bypass, loaded.record, parts["cluster"]
 
 
 def get_status(_data=None):

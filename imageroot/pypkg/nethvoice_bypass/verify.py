@@ -9,7 +9,7 @@ so the result says how to test from the device's network too.
 import asyncio
 import ipaddress
 
-from . import nft, sipprobe
+from . import keeper, nft, sipprobe
 from .cluster import read_cluster
 from .firewalld import Firewalld
 from .forward_plan import target_port
@@ -50,17 +50,17 @@ def probe_plan(env, proxy_srv, families, extra):
     return plan
 
 
-def instance_probe_plan(cluster, intent, instance, extra=()):
+def instance_probe_plan(cluster, record, instance, extra=()):
     """The local probes of one instance: IPv6 too when one of its forwards is IPv6."""
-    families = ["ipv4"] + (["ipv6"] if any(f["family"] == "ipv6" and f["instance"] == instance
-                                           for f in intent["forwards"].values()) else [])
+    families = ["ipv4"] + (["ipv6"] if any(f.family == "ipv6" and f.instance == instance
+                                           for f in record.forwards.values()) else [])
     return [dict(item, instance=instance)
             for item in probe_plan(cluster.nethvoice[instance], cluster.proxy_srv, families, extra)]
 
 
-def local_probes(cluster, intent):
+def local_probes(cluster, record):
     """Every instance's local probes, side by side."""
-    plan = [item for instance in cluster.nethvoice for item in instance_probe_plan(cluster, intent, instance)]
+    plan = [item for instance in cluster.nethvoice for item in instance_probe_plan(cluster, record, instance)]
     return asyncio.run(run_probes(plan))
 
 
@@ -87,9 +87,9 @@ def verify_bypass(data):
             errors.append(problem(f"targets.{i}.address", "format", item["address"]))
     if errors:
         raise Refused(errors)
-    intent = Store().load()
-    forwards = [f for f in intent["forwards"].values() if f["instance"] == instance]
-    probes = asyncio.run(run_probes(instance_probe_plan(cluster, intent, instance, extra)))
+    record = keeper.load_for_view(Store()).record
+    forwards = [f for f in record.forwards.values() if f.instance == instance]
+    probes = asyncio.run(run_probes(instance_probe_plan(cluster, record, instance, extra)))
     try:
         zone = Firewalld().default_zone()
         generated = nft.redirects(zone)
@@ -98,8 +98,8 @@ def verify_bypass(data):
         generated = None
     checked = []
     for fwd in forwards:
-        key = (fwd["family"], fwd.get("source"), fwd["protocol"], fwd["port"], parse_rich_rule(fwd["rule"]).to_port)
-        checked.append({"forward": fwd["id"], "present": None if generated is None else key in generated})
+        key = (fwd.family, fwd.source, fwd.protocol, fwd.port, parse_rich_rule(fwd.rule).to_port)
+        checked.append({"forward": fwd.id, "present": None if generated is None else key in generated})
     node_ip = (cluster.proxy or {}).get("PRIVATE_IP") or (cluster.proxy or {}).get("PUBLIC_IP") or "<node address>"
     notes = [
         "Probes sent from the node itself do not cross the 5060 forward: firewalld forward ports apply only "
