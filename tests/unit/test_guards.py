@@ -1,4 +1,4 @@
-"""Guards on what the module may take: sources and NAT values."""
+"""Guards on what the module may take: sources, forwarded ports, NAT values."""
 
 import ipaddress
 import json
@@ -7,9 +7,10 @@ import pytest
 from firewall.core.rich import Rich_Rule  # Debian's python3-firewall: firewalld's own parser
 from hypothesis import given
 from hypothesis import strategies as st
-from nethvoice_bypass import guards
+from nethvoice_bypass import cluster, guards
 from nethvoice_bypass.errors import InvalidValue
 from nethvoice_bypass.model import ForwardRule, canonical_source, forward_id, parse_rich_rule
+from nethvoice_bypass.port_guards import module_ports, port_range
 from test_i18n import FIELD_ERRORS
 
 pytestmark = pytest.mark.unit
@@ -19,6 +20,7 @@ SOURCE_REASONS = {"format", "scoped", "host_bits_set", "wrong_family", "all_addr
 EXTERNAL_REASONS = {"format", "network", "not_ipv4", "private", "unspecified", "reserved", "multicast", "broadcast"}
 LOCAL_REASONS = {"format", "host_bits_set", "not_ipv4", "all_addresses", "unspecified", "loopback", "multicast",
                  "broadcast", "reserved", "includes_special"}
+PORT_REASONS = {"invalid_port", "sips_not_supported", "reserved_by_proxy", "in_use"}
 
 
 def reason(fn, *args, **kwargs):
@@ -28,7 +30,7 @@ def reason(fn, *args, **kwargs):
 
 
 def test_every_reason_has_a_translated_error_key():
-    keys = ({f"source_{r}" for r in SOURCE_REASONS | {"duplicate"}}
+    keys = ({f"source_{r}" for r in SOURCE_REASONS | {"duplicate"}} | {f"port_{r}" for r in PORT_REASONS}
             | {f"nat_external_address_{r}" for r in EXTERNAL_REASONS}
             | {f"nat_local_networks_{r}" for r in LOCAL_REASONS})
     assert keys - set(FIELD_ERRORS) == set()
@@ -194,6 +196,121 @@ def test_nat_checks_answer_canonical_values_or_invalid_value(text):
             assert err.reason.removeprefix(prefix) in reasons and err.reason.startswith(prefix)
             continue
         assert check(value) == value
+
+
+# --- ports --------------------------------------------------------------------------------
+
+NETHVOICE = {"TCP_PORT": "20001", "TCP_PORTS_RANGE": "20001-20037", "UDP_PORT": "20040", "UDP_PORTS": "20040",
+             "ASTERISK_SIP_PORT": "20025", "ASTERISK_SIP_UDP_PORT": "20040", "ASTERISK_IAX_PORT": "20027",
+             "ASTERISK_RTPSTART": "20002", "ASTERISK_RTPEND": "21001", "JANUS_RTPSTART": "21002",
+             "JANUS_RTPEND": "22001"}
+PROXY = {"TCP_PORT": "20100", "TCP_PORTS_RANGE": "20100-20101", "TCP_PORTS": "20100,20101",
+         "RTP_PORT_MIN": "10000", "RTP_PORT_MAX": "20000"}
+OPEN = [{"port": "443", "protocol": "tcp", "owner": "service https"},
+        {"port": "30000-30010", "protocol": "udp", "owner": "service custom1"},
+        {"port": "8443", "protocol": "tcp", "owner": "port"}]
+HOLDERS = guards.port_holders(open_ports=OPEN, modules={"nethvoice1": NETHVOICE, "nethvoice-proxy1": PROXY},
+                              proxy_id="nethvoice-proxy1", proxy_srv={"udp": {"port": "5070"}},
+                              vpn_ports=[51820])
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"TCP_PORT": "20000"}, {"tcp": [(20000, 20000)], "udp": []}),  # tcp-ports-demand=1
+    ({"TCP_PORT": "20000", "TCP_PORTS_RANGE": "20000-20001", "TCP_PORTS": "20000,20001",
+      "UDP_PORT": "20500", "UDP_PORTS_RANGE": "20500-20520"}, {"tcp": [(20000, 20001)], "udp": [(20500, 20520)]}),
+    ({"TCP_PORT": "x", "TCP_PORTS": "1,,3,99999", "UDP_PORTS_RANGE": "9-3"}, {"tcp": [(1, 1), (3, 3)], "udp": []}),
+])
+def test_module_ports_as_add_module_writes_them(env, expected):
+    assert module_ports(env) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("5060", (5060, 5060)), ("10000-20000", (10000, 20000)), (" 22 ", (22, 22)), ("5060-", None), ("-5", None),
+    ("0", None), ("65536", None), ("20-10", None), ("", None), ("٣", None), ("1-2-3", None), (None, None)])
+def test_port_range(text, expected):
+    assert port_range(text) == expected
+
+
+@pytest.mark.parametrize("port, protocol, holder", [
+    (22, "tcp", "SSH"), (80, "tcp", "traefik (HTTP)"), (443, "tcp", "traefik (cluster-admin)"),
+    (9311, "tcp", "the api-server"), (6379, "tcp", "Redis"), (55820, "udp", "the cluster VPN"),
+    (51820, "udp", "the cluster VPN (WireGuard endpoint)"), (5070, "udp", "nethvoice-proxy1 (the proxy's SIP)"),
+    (15000, "udp", "nethvoice-proxy1 (RTP media of the proxy)"), (20101, "tcp", "nethvoice-proxy1 (its TCP ports)"),
+    (20024, "tcp", "nethvoice1 (its TCP ports)"), (20040, "udp", "nethvoice1 (its UDP ports)"),
+    (20500, "udp", "nethvoice1 (Asterisk RTP media)"), (21500, "udp", "nethvoice1 (WebRTC media)"),
+    (20025, "udp", "nethvoice1 (Asterisk SIP)"), (30005, "udp", "the firewall's service custom1"),
+    (8443, "tcp", "a port open in the firewall"),
+])
+def test_a_port_someone_holds_is_refused_naming_the_holder(port, protocol, holder):
+    with pytest.raises(InvalidValue) as err:
+        guards.check_forward_port(port, protocol, HOLDERS)
+    assert err.value.reason == "in_use"
+    assert str(err.value).startswith(f"port {port}/{protocol} is used by {holder}")
+
+
+def test_the_admin_port_message():
+    with pytest.raises(InvalidValue, match=r"^port 443/tcp is used by traefik \(cluster-admin\): forwarding it "
+                                           r"would lock the admin out$"):
+        guards.check_forward_port(443, "tcp", guards.port_holders())
+
+
+@pytest.mark.parametrize("port, protocol, expected", [
+    (5061, "tcp", "sips_not_supported"), (5061, "udp", "sips_not_supported"), (6060, "udp", "reserved_by_proxy"),
+    (6061, "tcp", "reserved_by_proxy"), (0, "udp", "invalid_port"), (65536, "udp", "invalid_port"),
+    ("5060", "udp", "invalid_port"), (True, "udp", "invalid_port"), (5060.0, "udp", "invalid_port"),
+])
+def test_ports_the_proxy_keeps_or_that_are_no_ports(port, protocol, expected):
+    assert reason(guards.check_forward_port, port, protocol, HOLDERS) == expected
+
+
+def test_5060_is_always_allowed_and_free_ports_are_allowed():
+    assert guards.check_forward_port(5060, "udp", HOLDERS + guards.port_holders(
+        open_ports=[{"port": "5060", "protocol": "udp", "owner": "service nethvoice-proxy1"}])) is None
+    assert guards.check_forward_port(443, "udp", HOLDERS) is None  # traefik holds 443/tcp only
+    assert guards.check_forward_port(5080, "udp", HOLDERS) is None
+    assert guards.check_forward_port(22024, "udp", HOLDERS) is None
+
+
+def test_the_proxys_fixed_ports_are_listed_and_refused_by_their_own_reasons():
+    held = {(h.protocol, h.first) for h in HOLDERS if h.holder.startswith("nethvoice-proxy1")}
+    assert {("tcp", 5061), ("udp", 6060), ("tcp", 6060), ("tcp", 6061), ("udp", 5070)} <= held
+    assert reason(guards.check_forward_port, 6060, "udp", HOLDERS) == "reserved_by_proxy"
+
+
+def test_holders_skip_what_does_not_parse():
+    holders = guards.port_holders(open_ports=[{"port": "http", "protocol": "tcp"}, {"port": "99", "protocol": "sctp"}],
+                                  modules={"m1": {"TCP_PORT": "", "RTP_PORT_MIN": "5", "RTP_PORT_MAX": "x"}, "m2": None},
+                                  proxy_srv={"udp": None, "tcp": {"port": "none"}}, vpn_ports=[None, 0])
+    assert holders == guards.port_holders()
+
+
+@given(st.one_of(st.integers(-5, 70000), st.none(), st.text(max_size=5), st.floats(), st.booleans()),
+       st.sampled_from(["udp", "tcp", "sctp", ""]))
+def test_check_forward_port_answers_none_or_invalid_value(port, protocol):
+    try:
+        assert guards.check_forward_port(port, protocol, HOLDERS) is None
+    except InvalidValue as err:
+        assert err.reason in PORT_REASONS
+
+
+class Node:
+    """A stand-in for the cluster Redis: the hash node/<id>/vpn as the core writes it."""
+
+    def __init__(self, vpn):
+        self.vpn = vpn
+
+    def hget(self, key, field):
+        return self.vpn.get(field) if key == "node/1/vpn" else None
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("node1.example.org:55820", 55820), ("[2001:db8::1]:51820", 51820), ("node1.example.org", None),
+    ("node1:0", None), ("node1:70000", None), (None, None)])
+def test_vpn_endpoint_port(endpoint, expected):
+    vpn = {"ip_address": "10.5.4.1", "public_key": "k", "destinations": ""}
+    if endpoint is not None:
+        vpn["endpoint"] = endpoint
+    assert cluster.vpn_endpoint_port(1, Node(vpn)) == expected
 
 
 # --- all of them --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Guards on what the module may take: sources and NAT values.
+"""Guards on what the module may take: sources, forwarded ports, NAT values.
 
 Pure: plain values in, a canonical value out, or InvalidValue(reason, message) where
 `reason` is the suffix of the error key (`<parameter>_<reason>`). The special address
@@ -10,6 +10,7 @@ agent's Pythons (3.11, 3.13), and what the module records must not.
 import ipaddress
 
 from .errors import InvalidValue
+from .port_guards import PortHolder, check_forward_port, port_holders  # noqa: F401 - one import for the guards
 
 # --- addresses ------------------------------------------------------------------------
 
