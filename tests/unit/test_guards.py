@@ -1,7 +1,8 @@
-"""Guards on what the module may take: sources, forwarded ports, NAT values."""
+"""Guards on what the module may take: sources, forwarded ports, domain aliases, NAT values."""
 
 import ipaddress
 import json
+import re
 
 import pytest
 from firewall.core.rich import Rich_Rule  # Debian's python3-firewall: firewalld's own parser
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.unit
 
 SOURCE_REASONS = {"format", "scoped", "host_bits_set", "wrong_family", "all_addresses", "unspecified", "loopback",
                   "multicast", "broadcast", "reserved", "ipv4_mapped", "includes_special"}
+DOMAIN_REASONS = {"format", "ipv6_literal", "invalid_character", "empty_label", "label_hyphen", "label_too_long",
+                  "too_long", "idn"}
 EXTERNAL_REASONS = {"format", "network", "not_ipv4", "private", "unspecified", "reserved", "multicast", "broadcast"}
 LOCAL_REASONS = {"format", "host_bits_set", "not_ipv4", "all_addresses", "unspecified", "loopback", "multicast",
                  "broadcast", "reserved", "includes_special"}
@@ -31,6 +34,7 @@ def reason(fn, *args, **kwargs):
 
 def test_every_reason_has_a_translated_error_key():
     keys = ({f"source_{r}" for r in SOURCE_REASONS | {"duplicate"}} | {f"port_{r}" for r in PORT_REASONS}
+            | {f"domain_aliases_{r}" for r in DOMAIN_REASONS}
             | {f"nat_external_address_{r}" for r in EXTERNAL_REASONS}
             | {f"nat_local_networks_{r}" for r in LOCAL_REASONS})
     assert keys - set(FIELD_ERRORS) == set()
@@ -313,6 +317,63 @@ def test_vpn_endpoint_port(endpoint, expected):
     assert cluster.vpn_endpoint_port(1, Node(vpn)) == expected
 
 
+# --- domain aliases ---------------------------------------------------------------------
+
+# gojsonschema 1.2.0 format_checkers.go rxHostname: the hostname the agent's engine accepts
+GO_HOSTNAME = re.compile(r"^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])"
+                         r"(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]{0,61}[a-zA-Z0-9]))*$")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("PBX.customer.example.", "pbx.customer.example"), ("pbx", "pbx"), ("a.b-c.d0", "a.b-c.d0"),
+    ("Bücher.EXAMPLE", "xn--bcher-kva.example"), ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+    ("bücher。example。", "xn--bcher-kva.example"),  # UTS 46 maps the ideographic full stop
+    ("ｅｘａｍｐｌｅ.org", "example.org"), ("straße.de", "xn--strae-oqa.de"),  # IDNA 2008: ß stays
+    ("ab--cd.example", "ab--cd.example"), ("198.51.100.20", "198.51.100.20"), ("198.51.100.20.", "198.51.100.20"),
+    ("1x.example", "1x.example"), ("a" * 63 + ".example", "a" * 63 + ".example"),
+    (".".join(["a" * 63] * 3) + "." + "b" * 61, ".".join(["a" * 63] * 3) + "." + "b" * 61),  # 253
+])
+def test_domains_accepted(text, expected):
+    assert guards.check_domain(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "format"), (".", "format"), ("  ", "format"), (None, "format"), (42, "format"),
+    ("1.2.3", "format"), ("192.000.002.001", "format"), ("999.1.1.1", "format"),
+    ("2001:db8::1", "ipv6_literal"), ("[2001:db8::1]", "ipv6_literal"), ("fe80::1%eth0", "ipv6_literal"),
+    ("a'b.example", "invalid_character"), ("x'); DROP TABLE domain; --", "invalid_character"),
+    ("a b.example", "invalid_character"), ("a_b.example", "invalid_character"), ('a"b', "invalid_character"),
+    ("a\\b", "invalid_character"), ("a\x00b", "invalid_character"), ("[192.0.2.1]", "invalid_character"),
+    ("pbx.example:5060", "invalid_character"), ("sip:pbx.example", "invalid_character"),
+    ("a..b", "empty_label"), (".a", "empty_label"), ("a.b..", "empty_label"),
+    ("-a.b", "label_hyphen"), ("a-.b", "label_hyphen"), ("a.-", "label_hyphen"), ("-ü.de", "label_hyphen"),
+    ("a" * 64 + ".example", "label_too_long"), ("ü" * 60 + ".de", "label_too_long"),
+    (".".join(["a" * 63] * 4), "too_long"), (".".join(["a" * 63] * 3) + "." + "b" * 62, "too_long"),
+    ("xn--zz.example", "idn"), ("xn--a.example", "idn"), ("xn--.example", "label_hyphen"), ("xn--a-ecp.example", "idn"),
+    ("☃\u200d.example", "idn"), ("a\u00a0b.example", "idn"), ("\u0660\u06f0.example", "idn"),
+])
+def test_domains_refused(text, expected):
+    assert reason(guards.check_domain, text) == expected
+
+
+domain_alphabet = st.sampled_from(list("abcXYZ019-.") + list("üßéçøåπяж中日한") + ["\u3002", "_", " ", "'"])
+domain_texts = st.one_of(st.text(domain_alphabet, max_size=80), st.text(max_size=40),
+                         st.lists(st.text(domain_alphabet, min_size=1, max_size=64), min_size=1,
+                                  max_size=6).map(".".join))
+
+
+@given(domain_texts)
+def test_check_domain_answers_a_safe_canonical_name_or_invalid_value(text):
+    try:
+        name = guards.check_domain(text)
+    except InvalidValue as err:
+        assert err.reason in DOMAIN_REASONS
+        return
+    assert guards.check_domain(name) == name
+    assert GO_HOSTNAME.match(name) and len(name) <= 253 and name == name.lower()  # and < 256, as gojsonschema
+    assert re.fullmatch(r"[a-z0-9.-]+", name)  # safe in the proxy's SQL literals, matched as text by Kamailio
+
+
 # --- all of them --------------------------------------------------------------------------
 
 garbage = st.one_of(st.binary(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("utf-8", "surrogateescape")),
@@ -322,7 +383,7 @@ garbage = st.one_of(st.binary(max_size=40), st.binary(max_size=40).map(lambda b:
 
 @given(garbage)
 def test_garbage_is_refused_with_invalid_value_and_nothing_else(value):
-    for check in (guards.check_source, guards.check_external_address, guards.check_local_network):
+    for check in (guards.check_source, guards.check_domain, guards.check_external_address, guards.check_local_network):
         try:
             check(value)
         except InvalidValue:

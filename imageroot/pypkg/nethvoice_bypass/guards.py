@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Guards on what the module may take: sources, forwarded ports, NAT values.
+"""Guards on what the module may take: sources, forwarded ports, domain aliases, NAT values.
 
 Pure: plain values in, a canonical value out, or InvalidValue(reason, message) where
 `reason` is the suffix of the error key (`<parameter>_<reason>`). The special address
@@ -8,6 +8,9 @@ agent's Pythons (3.11, 3.13), and what the module records must not.
 """
 
 import ipaddress
+import re
+
+import idna  # in the agent venv: ns8-core pyreq3_11.txt idna==3.10, pyreq3_13.txt idna==3.11
 
 from .errors import InvalidValue
 from .port_guards import PortHolder, check_forward_port, port_holders  # noqa: F401 - one import for the guards
@@ -185,3 +188,79 @@ def check_local_network(text):
                                                      "every peer as local and announce no external address")
     _refuse_special(network, text, prefix, "no peer of Asterisk is there")
     return str(network)
+
+
+# --- domain aliases ---------------------------------------------------------------------
+
+# gojsonschema 1.2.0's `hostname` format (format_checkers.go rxHostname, and len < 256) in
+# lower case. The proxy's add-route writes the domain unescaped into SQL string literals
+# (imageroot/actions/add-route/20writeroute) and Kamailio compares the Request-URI host
+# with it as text (dialplan 1, match_op 0): a name is kept as lower-case punycode.
+HOSTNAME = re.compile(r"([a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])(\.([a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9]))*")
+MAX_NAME, MAX_LABEL = 253, 63  # RFC 1035 2.3.4, counted without the trailing dot
+
+
+def check_domain(text):
+    """text -> canonical domain alias (`xn--bcher-kva.example`, `198.51.100.20`), or InvalidValue.
+
+    Unicode names become punycode (IDNA 2008 with the UTS 46 mapping, by the `idna`
+    package), then lower case without the trailing dot. Reasons: format, ipv6_literal,
+    invalid_character, empty_label, label_hyphen, label_too_long, too_long, idn. An IPv6
+    literal cannot be an alias: Kamailio's Request-URI host keeps its brackets and the
+    peer's spelling (parse_uri.c), and gojsonschema's hostname refuses it.
+    """
+    if not isinstance(text, str):
+        raise InvalidValue("format", f"not a domain name: {text!r}")
+    name = text.strip()
+    literal = _ipv4_literal(name[:-1] if name.endswith(".") else name)
+    if literal:
+        return literal
+    bad = next((c for c in name if c.isascii() and not (c.isalnum() or c in ".-")), None)
+    if bad is not None:
+        raise InvalidValue("invalid_character", f"{text!r} has {bad!r}: a name has letters, digits, hyphens, dots")
+    if not name.isascii():
+        try:
+            name = idna.uts46_remap(name, std3_rules=True, transitional=False)
+        except UnicodeError as err:  # idna.IDNAError is one
+            raise InvalidValue("idn", f"{text!r} is not a valid international name: {err}") from None
+    name = name[:-1] if name.endswith(".") else name
+    if not name:
+        raise InvalidValue("format", "an empty name")
+    name = ".".join(_label(label, text) for label in name.lower().split("."))
+    if len(name) > MAX_NAME:
+        raise InvalidValue("too_long", f"{text!r} is {len(name)} characters as punycode: at most {MAX_NAME}")
+    if name.rsplit(".", 1)[-1].isdigit():
+        raise InvalidValue("format", f"{text!r} looks like an IPv4 address and is not one")
+    if not HOSTNAME.fullmatch(name):  # unreachable: each part above keeps to it
+        raise InvalidValue("format", f"{text!r} is not a host name")
+    return name
+
+
+def _ipv4_literal(name):
+    """An IPv4 literal in canonical form, None for a name; an IPv6 literal is refused."""
+    try:
+        ip = ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        raise InvalidValue("ipv6_literal", f"{name}: the proxy cannot route an IPv6 address as a domain")
+    return str(ip) if ip.compressed == name else None
+
+
+def _label(label, text):
+    """One label -> its ASCII form (punycode for Unicode), or InvalidValue."""
+    if not label:
+        raise InvalidValue("empty_label", f"{text!r} has an empty label (two dots, or a dot first)")
+    if label.startswith("-") or label.endswith("-"):
+        raise InvalidValue("label_hyphen", f"{text!r}: a label cannot start or end with a hyphen")
+    try:
+        if not label.isascii():
+            idna.check_label(label)
+            label = "xn--" + label.encode("punycode").decode("ascii")
+        elif label.startswith("xn--") and "xn--" + idna.ulabel(label).encode("punycode").decode() != label:
+            raise idna.IDNAError("not the canonical punycode of its name")
+    except UnicodeError as err:
+        raise InvalidValue("idn", f"{text!r} is not a valid international name: {err}") from None
+    if len(label) > MAX_LABEL:
+        raise InvalidValue("label_too_long", f"{text!r}: the label {label} is longer than {MAX_LABEL}")
+    return label
