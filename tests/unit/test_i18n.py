@@ -19,6 +19,17 @@ FIELD_ERRORS = [  # what add-port-forward and configure-bypass return for their 
     "nat_external_address_private", "nat_external_address_format", "nat_external_address_not_ipv4",
     "nat_local_networks_format", "domain_aliases_format", "domain_aliases_duplicate",
     "domain_aliases_owned_by_nethvoice", "domain_aliases_route_exists", "id_not_found",
+    # the guards (guards.py, port_guards.py)
+    "source_scoped", "source_ipv4_mapped", "source_loopback", "source_unspecified", "source_multicast",
+    "source_broadcast", "source_reserved", "source_all_addresses", "source_includes_special", "source_duplicate",
+    "port_in_use", "port_invalid_port",
+    "domain_aliases_invalid_character", "domain_aliases_empty_label", "domain_aliases_label_hyphen",
+    "domain_aliases_label_too_long", "domain_aliases_too_long", "domain_aliases_idn", "domain_aliases_ipv6_literal",
+    "nat_external_address_network", "nat_external_address_unspecified", "nat_external_address_multicast",
+    "nat_external_address_broadcast", "nat_external_address_reserved",
+    "nat_local_networks_not_ipv4", "nat_local_networks_host_bits_set", "nat_local_networks_all_addresses",
+    "nat_local_networks_unspecified", "nat_local_networks_loopback", "nat_local_networks_multicast",
+    "nat_local_networks_broadcast", "nat_local_networks_reserved", "nat_local_networks_includes_special",
 ]
 
 

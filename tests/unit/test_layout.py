@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.unit
 
 LIBRARY = Path(__file__).resolve().parents[2] / "imageroot/pypkg/nethvoice_bypass"
-PURE = {"errors", "model", "forward_plan", "forward_requests", "bypass_plan", "checks", "metrics", "status_view"}
+PURE = {"errors", "model", "forward_plan", "forward_requests", "bypass_plan", "checks", "metrics", "status_view",
+        "guards", "port_guards"}
 ADAPTERS = {  # module: the outside system it talks to
     "firewalld": "firewalld (D-Bus)", "fwbus": "firewalld (D-Bus, also as a helper)",
     "freepbx": "FreePBX (runagent + mysql, fwconsole)", "cluster": "the cluster Redis",

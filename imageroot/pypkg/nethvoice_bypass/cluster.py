@@ -110,6 +110,20 @@ def vpn_address(node_id, rdb=None):
         return (rdb or connect()).hget(f"node/{node_id}/vpn", "ip_address") or ""
 
 
+def vpn_endpoint_port(node_id, rdb=None):
+    """node id -> the UDP port of its cluster VPN endpoint, or None when none is recorded.
+
+    node/<id>/vpn has public_key, ip_address, destinations and endpoint `host:port`
+    (ns8-core cluster/actions/create-cluster/50update, add-node/50update), no listen
+    port: WireGuard listens on 55820 (cluster/vpn.py initialize_wgconf), which the
+    endpoint's port differs from only behind a port forward.
+    """
+    with redis_errors(f"cannot read the cluster Redis at {redis_address()}"):
+        endpoint = (rdb or connect()).hget(f"node/{node_id}/vpn", "endpoint") or ""
+    port = endpoint.rpartition(":")[2]
+    return int(port) if port.isascii() and port.isdigit() and 0 < int(port) < 65536 else None
+
+
 def publish_metrics(module_id, field, targets_yaml, rules_yaml, event_payload):
     """The metrics module's contract: the scrape target and the alert rules of this
     module, each announced by its event (rules after targets)."""
