@@ -22,8 +22,8 @@ def owned(*trunks, nat=None, aliases=None):
     return InstanceRecord(trunks={t.id: t for t in trunks}, nat=nat or {}, aliases=aliases or {})
 
 
-def plan(desired=Desired(), w=None, mine=InstanceRecord(), explicit=True, **choices):
-    return bypass.plan_instance(desired, w or world(), mine, "T", explicit,
+def plan(desired=None, w=None, mine=None, explicit=True, **choices):
+    return bypass.plan_instance(desired or Desired(), w or world(), mine or InstanceRecord(), "T", explicit,
                                 Resolutions(**{k: frozenset(v) for k, v in choices.items()}))
 
 
@@ -184,8 +184,10 @@ def test_resolve_trunks_by_id_or_name():
     ({"external_address": "10.0.0.1"}, "nat_external_address_private"),
     ({"external_address": "pbx.example.org"}, "nat_external_address_format"),
     ({"external_address": "2001:db8::5"}, "nat_external_address_not_ipv4"),
-    ({"external_address": "203.0.113.5", "local_networks": ["192.168.1.5/24"]}, "nat_local_networks_format"),
+    ({"external_address": "203.0.113.5", "local_networks": ["192.168.1.5/24"]}, "nat_local_networks_host_bits_set"),
     ({"external_address": "203.0.113.5", "local_networks": ["lan"]}, "nat_local_networks_format"),
+    ({"external_address": "203.0.113.5", "local_networks": ["0.0.0.0/0"]}, "nat_local_networks_all_addresses"),
+    ({"external_address": "240.0.0.1"}, "nat_external_address_reserved"),
 ])
 def test_nat_refusals(nat, error):
     _, errors = request.check_nat(nat, "10.5.4.0/24")
@@ -207,12 +209,14 @@ def test_domains_and_the_request_checked_before_anything_is_read():
                                             {"voice.example.org"}, {"other.example.org": ("x",)}, {})
     assert domains == ["pbx.customer.example", "198.51.100.20"]
     assert [e["error"] for e in agent_format(errors)] == ["domain_aliases_duplicate", "domain_aliases_owned_by_nethvoice",
-                                                          "domain_aliases_route_exists", "domain_aliases_format"]
+                                                          "domain_aliases_route_exists",
+                                                          "domain_aliases_invalid_character"]
     problems = request.request_problems({"trunks": ["Custom-Voip", "custom-voip"],
                                          "nat": {"external_address": "10.0.0.1"},
                                          "domain_aliases": ["bad name!", "a.example", "A.example."]})
     assert [(e["field"], e["error"]) for e in agent_format(problems)] == [
-        ("nat.external_address", "nat_external_address_private"), ("domain_aliases.0", "domain_aliases_format"),
+        ("nat.external_address", "nat_external_address_private"),
+        ("domain_aliases.0", "domain_aliases_invalid_character"),
         ("domain_aliases.2", "domain_aliases_duplicate"), ("trunks.1", "trunks_duplicate")]
 
 
@@ -249,7 +253,7 @@ def test_localnets_in_freepbx_format():
 @pytest.mark.parametrize("value", ["x'); DROP TABLE trunks; --", "a\\b\nc\x00", "a\\'b", "é'", "\\\\'"])
 def test_sql_literal_means_the_same_under_any_sql_mode(value):
     literal = sql_literal(value)
-    assert "'" not in literal.replace("X'", "").rstrip("' USING utf8mb4)") and "\\" not in literal
+    assert literal.startswith("CONVERT(X'") and literal.endswith("' USING utf8mb4)") and "\\" not in literal
     assert bytes.fromhex(literal.split("X'")[1].split("'")[0]).decode() == value
     assert sql_literal(None) == "NULL" and sql_literal("sip:10.5.4.1:5060;lr") == "'sip:10.5.4.1:5060;lr'"
 

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 from nethvoice_bypass.checks import run_checks
+from nethvoice_bypass.conflicts import Conflict
 from nethvoice_bypass.nft import parse_nft_rule
 from nethvoice_bypass.verify import answered_by
 
@@ -46,6 +47,17 @@ def healthy():
     }
 
 
+CONFLICT = Conflict("trunk:nethvoice1:2", "trunk_proxy_changed", "Custom-Voip", "", "sip:192.0.2.9;lr",
+                    "nethvoice1").to_json()
+
+
+def test_a_conflict_finding_carries_both_ways_out():
+    [found] = [f for f in run_checks(dict(healthy(), conflicts=[CONFLICT])) if f["id"].startswith("conflict_")]
+    assert found["subject"] == "trunk:nethvoice1:2" and found["conflict"]["ways_out"]["keep_theirs"] == {
+        "action": "reconcile-bypass", "data": {"keep_theirs": ["trunk:nethvoice1:2"]}}
+    assert "sip:192.0.2.9;lr" in found["message"] and "put_ours_back" in found["remedy"]
+
+
 def ids(snapshot):
     return sorted(f["id"] for f in run_checks(snapshot))
 
@@ -74,11 +86,19 @@ def change(path, value):
     (change(["nat", "nethvoice1", "externip"], "198.51.100.1"), "nat_externip_mismatch"),
     (change(["nat", "nethvoice1", "localnets"], ["192.0.2.0/24"]), "nat_localnets_missing_cluster"),
     (change(["nat", "nethvoice1", "localnets"], ["10.5.4.0/24"]), "nat_localnets_missing_lan"),
-    (change(["trunks", "nethvoice1", 0, "outbound_proxy"], "sip:10.5.4.1:5060;lr"), "trunk_proxy_returned"),
+    (change(["trunks", "nethvoice1", 0, "drift"], True), "trunk_proxy_returned"),
     (change(["trunks", "nethvoice1", 0, "name"], "Telco-Main"), "trunk_name_without_custom"),
     (change(["trunks", "nethvoice1", 0, "transport"], "0.0.0.0-tls"), "trunk_tls_5061"),
     (change(["proxy", "sip_ports"], {"udp": 5062, "tcp": 5062}), "proxy_port_not_5060"),
-    (change(["domain_aliases", "nethvoice1", 0, "present"], False), "domain_alias_missing"),
+    (dict(healthy(), repairs=[{"op": "add_route", "domain": "pbx.example.org", "before": ["sip:10.5.4.1:20024"],
+                               "after": ["sip:10.5.4.1:20040"], "why": "port"}]), "domain_alias_stale"),
+    (dict(healthy(), conflicts=[CONFLICT]), "conflict_trunk_proxy_changed"),
+    (dict(healthy(), releases=[{"op": "release_trunk", "trunk": "3", "name": "Mediant-SBC", "before": None,
+                                "after": None, "why": "id 3 now names New-Trunk"}]), "trunk_released"),
+    (dict(healthy(), record_damage={"file": "bypass.json", "error": "not JSON", "rebuilt": True}), "record_damaged"),
+    (dict(healthy(), record_damage={"file": "bypass.json.damaged-x", "error": "set aside", "rebuilt": True}),
+     "record_rebuilt"),
+    (dict(healthy(), competing_rules={"f": [PROXY_RULE]}), "forward_competing_rule"),
     (dict(healthy(), orphaned_rules=[forward()["rule"].replace("198.51.100.7", "198.51.100.9")]),
      "forward_orphaned"),
 ])

@@ -5,8 +5,13 @@ import pytest
 from builders import NV, OLD_RULE, RULE, agent_format, entry, observed, ops
 from nethvoice_bypass import forward_plan as forwards
 from nethvoice_bypass.cluster import ClusterView, image_name
-from nethvoice_bypass.forward_requests import check_forward_request, checked_requests, forward_requests, \
-    new_entries, select_instance
+from nethvoice_bypass.forward_requests import (
+    check_forward_request,
+    checked_requests,
+    forward_requests,
+    new_entries,
+    select_instance,
+)
 from nethvoice_bypass.model import ForwardRule, Refused
 from nethvoice_bypass.record import Presence, Record
 

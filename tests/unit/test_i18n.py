@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from nethvoice_bypass.changes import ADD_ROUTE, DB_OPS, RECORD_OPS, REMOVE_ROUTE, RULE_OPS
+from nethvoice_bypass.checks import CONFLICT_IDS
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +35,10 @@ FIELD_ERRORS = [  # what add-port-forward and configure-bypass return for their 
 ]
 
 
+OPS = (*RULE_OPS, "flush_conntrack", *DB_OPS, ADD_ROUTE, REMOVE_ROUTE, *RECORD_OPS)
+FIELD_ERRORS += ["keep_theirs_not_owned", "put_ours_back_not_owned", "put_ours_back_both_ways"]
+
+
 def flat(tree, prefix=""):
     out = {}
     for key, value in tree.items():
@@ -43,8 +49,9 @@ def flat(tree, prefix=""):
 @pytest.mark.parametrize("lang", ["en", "it"])
 def test_checks_and_field_errors_are_translated(lang):
     keys = flat(json.loads((REPO / "ui" / "public" / "i18n" / lang / "translation.json").read_text()))
-    checks = set(re.findall(r'finding\("([a-z0-9_]+)"', (LIBRARY / "checks.py").read_text()))
+    checks = set(re.findall(r'finding\("([a-z0-9_]+)"', (LIBRARY / "checks.py").read_text())) | set(CONFLICT_IDS.values())
     assert len(checks) >= 15
     missing = [c for c in checks if f"checks.{c}" not in keys]
     missing += [e for e in FIELD_ERRORS if not any(k.endswith("." + e) for k in keys)]
+    missing += [f"plan.op.{op}" for op in OPS if f"plan.op.{op}" not in keys]
     assert missing == []

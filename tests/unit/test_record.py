@@ -10,8 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nethvoice_bypass import record_v1, trail
 from nethvoice_bypass.changes import RuleChange
-from nethvoice_bypass.record import AliasEntry, InstanceRecord, NatField, PendingRules, Presence, Record, \
-    RecordDamaged, RecordTooNew, Task, TrunkEntry
+from nethvoice_bypass.record import (
+    AliasEntry,
+    InstanceRecord,
+    NatField,
+    PendingRules,
+    Presence,
+    Record,
+    RecordDamaged,
+    RecordTooNew,
+    Task,
+    TrunkEntry,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -3,18 +3,11 @@
 then against what was read), and the warnings that go with the plan."""
 
 import ipaddress
-import re
 
 from . import changes as ops
 from .bypass_plan import GIVE_BACK, Desired
-from .errors import Refused, problem
-
-# Addresses that can never be what providers see: RFC 1918, CGNAT, loopback, link-local,
-# unspecified. (ipaddress's is_global also refuses documentation ranges, which tests use.)
-NOT_EXTERNAL = [ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "0.0.0.0/8")]
-HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+from .errors import InvalidValue, Refused, problem
+from .guards import check_domain, check_external_address, check_local_network
 
 
 def resolve_trunks(requested, trunks, other_instances):
@@ -39,26 +32,20 @@ def resolve_trunks(requested, trunks, other_instances):
 def check_nat(nat, cluster_network):
     """Canonical NAT request or errors: ({"externip", "localnets"}, errors)."""
     errors = []
-    address = str(nat.get("external_address", "")).strip()
+    address = nat.get("external_address", "")
     try:
-        ip = ipaddress.ip_address(address)
-        if ip.version != 4:
-            errors.append(problem("nat.external_address", "external_address_not_ipv4", address))
-        elif any(ip in net for net in NOT_EXTERNAL) or ip.is_multicast:
-            errors.append(problem("nat.external_address", "external_address_private", address))
-    except ValueError:
-        errors.append(problem("nat.external_address", "external_address_format", address))
+        address = check_external_address(address)
+    except InvalidValue as err:
+        errors.append(problem("nat.external_address", err.reason, address, str(err)))
     networks = []
     for i, text in enumerate(nat.get("local_networks", [])):
         try:
-            net = ipaddress.ip_network(str(text).strip())
-            if net.version != 4:
-                raise ValueError
-        except ValueError:
-            errors.append(problem(f"nat.local_networks.{i}", "local_networks_format", text))
+            net = check_local_network(text)
+        except InvalidValue as err:
+            errors.append(problem(f"nat.local_networks.{i}", err.reason, text, str(err)))
             continue
-        if str(net) not in networks:
-            networks.append(str(net))
+        if net not in networks:
+            networks.append(net)
     if nat.get("include_cluster_network", True) and cluster_network:
         net = str(ipaddress.ip_network(cluster_network, strict=False))
         if net not in networks:
@@ -67,18 +54,16 @@ def check_nat(nat, cluster_network):
 
 
 def check_domains(requested, nethvoice_hosts, routes, owned):
-    """Canonical domain list or errors. routes: {domain: uris} from the proxy; a route
-    the module does not own is someone else's and is refused."""
+    """Canonical domain list or errors: each alias as the proxy will take it (lower-case
+    punycode), never NethVoice's own host nor a route the module does not own."""
     domains, errors = [], []
     for i, text in enumerate(requested):
-        value = str(text).strip().lower().rstrip(".")
         field = f"domain_aliases.{i}"
         try:
-            value = str(ipaddress.ip_address(value))
-        except ValueError:
-            if not HOSTNAME.match(value):
-                errors.append(problem(field, "format", text))
-                continue
+            value = check_domain(text)
+        except InvalidValue as err:
+            errors.append(problem(field, err.reason, text, str(err)))
+            continue
         if value in domains:
             errors.append(problem(field, "duplicate", text))
         elif value in nethvoice_hosts:

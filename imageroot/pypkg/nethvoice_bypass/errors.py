@@ -14,10 +14,11 @@ class InvalidValue(ValueError):
         self.reason = reason
 
 
-def problem(field, reason, value):
+def problem(field, reason, value, message=""):
     """What is wrong with one input field: `field` a dotted path (`forwards.1.source`),
-    `reason` the suffix of its error key (`host_bits_set`)."""
-    return {"field": field, "reason": reason, "value": value}
+    `reason` the suffix of its error key (`host_bits_set`), `message` the words for a
+    person (logged with the agent's error list, which has no place for them)."""
+    return {"field": field, "reason": reason, "value": value, "message": message}
 
 
 class Refused(Exception):
@@ -64,3 +65,15 @@ class FirewalldError(Failure):
 
 class Busy(Failure):
     """Another task holds the module's state lock longer than a step waits for it."""
+
+
+class RecordDamaged(ValueError):
+    """bypass.json does not fit the record's shape: `path` says where."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path or 'the record'}: {reason}")
+        self.path = path
+
+
+class RecordTooNew(ValueError):
+    """Written by a newer version of the module: never moved aside, never rewritten."""

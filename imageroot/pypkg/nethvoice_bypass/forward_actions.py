@@ -20,7 +20,7 @@ from .errors import Failure, Refused, problem
 from .firewalld import Firewalld
 from .forward_changes import commit, recover, rule_changes
 from .forward_plan import PERMANENT, RUNTIME
-from .model import transport_protocol
+from .model import SIP_PORT, transport_protocol
 from .step import critical, log, set_progress
 from .store import Store, now
 
@@ -72,6 +72,16 @@ def read_trunks_via_proxy(entries):
     return found
 
 
+def node_port_holders(fw, zone, cluster):
+    """Who holds which ports on this node: its own services, the cluster VPN, the proxy,
+    every module's ports, what firewalld opens in the zone."""
+    from .cluster import vpn_endpoint_port
+    from .guards import port_holders
+
+    return port_holders(open_ports=fw.open_ports(zone), modules=cluster.modules, proxy_id=cluster.proxy_id,
+                        proxy_srv=cluster.proxy_srv, vpn_ports=[vpn_endpoint_port(cluster.node_id)])
+
+
 # --- actions -------------------------------------------------------------------------
 
 def plan_additions(entries, record, nethvoice, proxy_env, zone, observed, trunks_via_proxy):
@@ -100,6 +110,8 @@ def add_port_forward(data):
     with store.locked(), critical():
         record = keeper.load_for_change(store, migration.read_facts)
         record, cluster, fw, zone, observed = read_world(record, None if dry_run else store)
+        if any(wanted["port"] != SIP_PORT for _, wanted in checked):
+            requests.check_ports_held(checked, node_port_holders(fw, zone, cluster))
         entries = requests.new_entries(checked, record, cluster.nethvoice, zone, now())
         set_progress(30)
         changes, after, warnings = plan_additions(entries, record, cluster.nethvoice, cluster.proxy, zone,

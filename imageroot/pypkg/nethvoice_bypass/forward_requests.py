@@ -4,17 +4,8 @@ before anything is read, then resolved into intent entries on what was read."""
 from dataclasses import replace
 
 from .forward_plan import target_port
-from .model import (
-    PROXY_LAN_PORTS,
-    SIP_PORT,
-    SIPS_PORT,
-    InvalidValue,
-    Refused,
-    canonical_source,
-    family_of,
-    forward_id,
-    problem,
-)
+from .guards import check_forward_port, check_source, duplicate_sources
+from .model import SIP_PORT, InvalidValue, Refused, family_of, forward_id, problem
 from .record import ForwardEntry
 
 
@@ -46,31 +37,35 @@ def forward_requests(data):
 
 
 def check_forward_request(request, prefix):
-    """Canonical values for one requested forward, and the problems found in it."""
+    """Canonical values for one requested forward, and the problems found in it (what
+    needs nothing read: the port's own rules, the source; who holds a port is checked
+    once the node is read, in new_entries)."""
     problems = []
 
-    def fail(name, reason, value):
-        problems.append(problem(prefix + name, reason, value))
+    def fail(name, err, value):
+        problems.append(problem(prefix + name, err.reason, value, str(err)))
 
-    port = request.get("port", SIP_PORT)
-    if port == SIPS_PORT:
-        fail("port", "sips_not_supported", port)
-    elif port in PROXY_LAN_PORTS:
-        fail("port", "reserved_by_proxy", port)
-    source, family = request.get("source"), request.get("family")
-    if source is not None:
+    port, protocol = request.get("port", SIP_PORT), request.get("protocol", "udp")
+    try:
+        check_forward_port(port, protocol, ())
+    except InvalidValue as err:
+        fail("port", err, port)
+    text, family, any_source = request.get("source"), request.get("family"), request.get("allow_any_source")
+    source = None
+    if text is not None:
         try:
-            source = canonical_source(source, family)
-            family = family or family_of(source)
+            source = check_source(text, family, bool(any_source))
+            family = family or family_of(text.strip())
+            if source is not None and any_source:
+                fail("allow_any_source", InvalidValue("conflicts_with_source", "a source and allow_any_source"),
+                     True)
         except InvalidValue as err:
-            fail("source", err.reason, request.get("source"))
-        if request.get("allow_any_source"):
-            fail("allow_any_source", "conflicts_with_source", True)
-    elif not request.get("allow_any_source"):
-        fail("source", "required", None)
+            fail("source", err, text)
+    elif not any_source:
+        fail("source", InvalidValue("required", "a source address or network, or allow_any_source"), None)
     return problems, {
         "instance": request.get("instance"),
-        "protocol": request.get("protocol", "udp"),
+        "protocol": protocol,
         "family": family or "ipv4",
         "port": port,
         "source": source,
@@ -79,13 +74,30 @@ def check_forward_request(request, prefix):
 
 
 def checked_requests(data):
-    """Every requested forward checked before anything is read: [(prefix, values)]."""
+    """Every requested forward checked before anything is read, the same forward twice
+    in one request refused: [(prefix, values)]."""
     requests = forward_requests(data)
     checked = [check_forward_request(request, prefix) for request, prefix in requests]
     problems = [p for found, _ in checked for p in found]
+    keys = [None if found else (v["family"], v["protocol"], v["port"], v["source"]) for found, v in checked]
+    for index, _first in duplicate_sources(keys):
+        prefix, values = requests[index][1], checked[index][1]
+        problems.append(problem(prefix + "source", "duplicate", values["source"], "the same forward twice"))
     if problems:
         raise Refused(problems)
     return [(prefix, values) for (_, prefix), (_, values) in zip(requests, checked, strict=True)]
+
+
+def check_ports_held(checked, holders):
+    """Ports other than 5060 that something on the node holds (holders: port_holders)."""
+    problems = []
+    for prefix, wanted in checked:
+        try:
+            check_forward_port(wanted["port"], wanted["protocol"], holders)
+        except InvalidValue as err:
+            problems.append(problem(prefix + "port", err.reason, wanted["port"], str(err)))
+    if problems:
+        raise Refused(problems)
 
 
 def new_entries(checked, record, nethvoice, zone, created):

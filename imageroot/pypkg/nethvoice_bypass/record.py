@@ -11,63 +11,11 @@ document that does not fit raises RecordDamaged naming the path.
 from dataclasses import dataclass, field, replace
 
 from .changes import RuleChange
+from .checked import document, mapping, text, texts, typed
+from .errors import RecordDamaged, RecordTooNew
 
 VERSION = 2
 CONFIGS = ("runtime", "permanent")
-
-
-class RecordDamaged(ValueError):
-    """bypass.json does not fit the record's shape: `path` says where."""
-
-    def __init__(self, path, reason):
-        super().__init__(f"{path or 'the record'}: {reason}")
-        self.path = path
-
-
-class RecordTooNew(ValueError):
-    """Written by a newer version of the module: never moved aside, never rewritten."""
-
-
-# --- checked reading ---------------------------------------------------------------
-
-def _obj(doc, path, keys, optional=()):
-    if not isinstance(doc, dict):
-        raise RecordDamaged(path, "not an object")
-    missing = [k for k in keys if k not in doc]
-    unknown = [k for k in doc if k not in keys and k not in optional]
-    if missing:
-        raise RecordDamaged(path, f"missing {', '.join(missing)}")
-    if unknown:
-        raise RecordDamaged(path, f"unknown {', '.join(unknown)}")
-    return doc
-
-
-def _typed(value, kinds, path, nullable=False):
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise RecordDamaged(path, f"not a {kinds[0].__name__}")
-    return value
-
-
-def _text(doc, key, path, nullable=False):
-    return _typed(doc[key], (str,), f"{path}.{key}", nullable)
-
-
-def _texts(value, path):
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RecordDamaged(path, "not a list of strings")
-    return tuple(value)
-
-
-def _map(doc, path, parse, keyed=True):
-    if not isinstance(doc, dict):
-        raise RecordDamaged(path, "not an object")
-    parsed = {key: parse(value, f"{path}.{key}") for key, value in doc.items()}
-    for key, value in parsed.items():
-        if keyed and value.key != key:
-            raise RecordDamaged(f"{path}.{key}", f"keyed {key!r} but names {value.key!r}")
-    return parsed
 
 
 # --- entries -------------------------------------------------------------------------
@@ -87,8 +35,8 @@ class Presence:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, CONFIGS)
-        return cls(*(_typed(doc[c], (bool,), f"{path}.{c}") for c in CONFIGS))
+        document(doc, path, CONFIGS)
+        return cls(*(typed(doc[c], (bool,), f"{path}.{c}") for c in CONFIGS))
 
 
 @dataclass(frozen=True)
@@ -126,16 +74,16 @@ class ForwardEntry:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, ("id", "instance", "family", "protocol", "port", "source", "zone", "rule", "before",
-                         "suspended", "description", "created", "updated"))
-        text = {k: _text(doc, k, path) for k in ("id", "instance", "zone", "rule", "description", "created",
-                                                 "updated")}
+        document(doc, path, ("id", "instance", "family", "protocol", "port", "source", "zone", "rule", "before",
+                             "suspended", "description", "created", "updated"))
+        texts_ = {k: text(doc, k, path) for k in ("id", "instance", "zone", "rule", "description", "created",
+                                                   "updated")}
         if doc["family"] not in ("ipv4", "ipv6") or doc["protocol"] not in ("udp", "tcp"):
             raise RecordDamaged(path, "unknown family or protocol")
-        return cls(family=doc["family"], protocol=doc["protocol"], port=_typed(doc["port"], (int,), f"{path}.port"),
-                   source=_text(doc, "source", path, nullable=True),
+        return cls(family=doc["family"], protocol=doc["protocol"], port=typed(doc["port"], (int,), f"{path}.port"),
+                   source=text(doc, "source", path, nullable=True),
                    before=Presence.from_json(doc["before"], f"{path}.before"),
-                   suspended=_typed(doc["suspended"], (bool,), f"{path}.suspended"), **text)
+                   suspended=typed(doc["suspended"], (bool,), f"{path}.suspended"), **texts_)
 
 
 @dataclass(frozen=True)
@@ -158,9 +106,9 @@ class TrunkEntry:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, ("id", "name", "tech", "before", "since"))
-        return cls(*(_text(doc, k, path) for k in ("id", "name", "tech")),
-                   before=_text(doc, "before", path, nullable=True), since=_text(doc, "since", path))
+        document(doc, path, ("id", "name", "tech", "before", "since"))
+        return cls(*(text(doc, k, path) for k in ("id", "name", "tech")),
+                   before=text(doc, "before", path, nullable=True), since=text(doc, "since", path))
 
 
 @dataclass(frozen=True)
@@ -183,15 +131,15 @@ class NatField:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, ("name", "ours", "before", "since"))
+        document(doc, path, ("name", "ours", "before", "since"))
         name = doc["name"]
         if name == "externip":
-            ours = _text(doc, "ours", path)
+            ours = text(doc, "ours", path)
         elif name == "localnets":
-            ours = _texts(doc["ours"], f"{path}.ours")
+            ours = texts(doc["ours"], f"{path}.ours")
         else:
             raise RecordDamaged(f"{path}.name", f"unknown NAT setting {name!r}")
-        return cls(name, ours, _text(doc, "before", path, nullable=True), _text(doc, "since", path))
+        return cls(name, ours, text(doc, "before", path, nullable=True), text(doc, "since", path))
 
 
 @dataclass(frozen=True)
@@ -214,9 +162,9 @@ class AliasEntry:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, ("domain", "uris", "description", "since"))
-        return cls(_text(doc, "domain", path), _texts(doc["uris"], f"{path}.uris"),
-                   _text(doc, "description", path), _text(doc, "since", path))
+        document(doc, path, ("domain", "uris", "description", "since"))
+        return cls(text(doc, "domain", path), texts(doc["uris"], f"{path}.uris"),
+                   text(doc, "description", path), text(doc, "since", path))
 
 
 @dataclass(frozen=True)
@@ -232,8 +180,8 @@ class Task:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, ("action", "task", "since"), optional=("changes",))
-        return cls(*(_text(doc, k, path) for k in ("action", "task", "since")))
+        document(doc, path, ("action", "task", "since"), optional=("changes",))
+        return cls(*(text(doc, k, path) for k in ("action", "task", "since")))
 
 
 @dataclass(frozen=True)
@@ -282,13 +230,13 @@ class InstanceRecord:
 
     @classmethod
     def from_json(cls, doc, path):
-        _obj(doc, path, ("trunks", "nat", "domain_aliases", "pending", "reload_pending"))
+        document(doc, path, ("trunks", "nat", "domain_aliases", "pending", "reload_pending"))
         pending = doc["pending"]
-        return cls(_map(doc["trunks"], f"{path}.trunks", TrunkEntry.from_json),
-                   _map(doc["nat"], f"{path}.nat", NatField.from_json),
-                   _map(doc["domain_aliases"], f"{path}.domain_aliases", AliasEntry.from_json),
+        return cls(mapping(doc["trunks"], f"{path}.trunks", TrunkEntry.from_json),
+                   mapping(doc["nat"], f"{path}.nat", NatField.from_json),
+                   mapping(doc["domain_aliases"], f"{path}.domain_aliases", AliasEntry.from_json),
                    None if pending is None else Task.from_json(pending, f"{path}.pending"),
-                   _typed(doc["reload_pending"], (bool,), f"{path}.reload_pending"))
+                   typed(doc["reload_pending"], (bool,), f"{path}.reload_pending"))
 
 
 @dataclass(frozen=True)
@@ -325,10 +273,10 @@ class Record:
         if isinstance(doc, dict) and isinstance(doc.get("version"), int) and doc["version"] > VERSION:
             raise RecordTooNew(f"the record is version {doc['version']}, newer than this module's "
                                f"{VERSION}: update the module")
-        _obj(doc, "", ("version", "forwards", "bypass", "pending"))
+        document(doc, "", ("version", "forwards", "bypass", "pending"))
         if doc["version"] != VERSION:
             raise RecordDamaged("version", f"expected {VERSION}")
         pending = doc["pending"]
-        return cls(_map(doc["forwards"], "forwards", ForwardEntry.from_json),
-                   _map(doc["bypass"], "bypass", InstanceRecord.from_json, keyed=False),
+        return cls(mapping(doc["forwards"], "forwards", ForwardEntry.from_json),
+                   mapping(doc["bypass"], "bypass", InstanceRecord.from_json, keyed=False),
                    None if pending is None else PendingRules.from_json(pending, "pending"))

@@ -148,11 +148,13 @@ def print_output(document):
     sys.stdout.flush()
 
 
-def report_validation_failure(errors):
+def report_validation_failure(errors, messages=()):
     set_weight(step_name(), 0)
     set_status("validation-failed")
     print_output(errors)
     log(f"Validation errors: {json.dumps(errors)}", SD_ERR)
+    for message in messages:
+        log(message, SD_ERR)
 
 
 def run(main, stream=None):
@@ -169,7 +171,8 @@ def run(main, stream=None):
             print_output(result)
         code = 0
     except Refused as err:
-        report_validation_failure(validation_errors(err))
+        report_validation_failure(validation_errors(err), [f"{p['field']}: {p['message']}" for p in err.problems
+                                                          if p.get("message")])
         code = EXIT_VALIDATION_FAILED
     except PartialFailure as err:
         print_output(err.output)
