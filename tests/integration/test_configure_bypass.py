@@ -88,7 +88,8 @@ def test_dry_run_and_repeated_apply_change_nothing(actions, sandbox, clean_site)
     ({"trunks": [99]}, "trunks_not_found"),
     ({"nat": {"external_address": "192.168.1.10"}}, "nat_external_address_private"),
     ({"nat": {"external_address": "not-an-ip"}}, "nat_external_address_format"),
-    ({"nat": {"external_address": "203.0.113.5", "local_networks": ["192.0.2.1/24"]}}, "nat_local_networks_format"),
+    ({"nat": {"external_address": "203.0.113.5", "local_networks": ["192.0.2.1/24"]}},
+     "nat_local_networks_host_bits_set"),
     ({"nat": {}}, "nat_required"),
     ({"instance": "nethvoice7"}, "instance_not_found"),
     ({"trunks": "Telco-Main"}, "trunks_invalid_type"),
@@ -169,7 +170,7 @@ def test_domain_aliases_added_and_removed_without_touching_nethvoice_route(actio
 @pytest.mark.parametrize("aliases, error", [
     (["voice.example.org"], "domain_aliases_owned_by_nethvoice"),
     (["a.example", "A.example"], "domain_aliases_duplicate"),
-    (["bad domain"], "domain_aliases_format"),
+    (["bad domain"], "domain_aliases_invalid_character"),
 ])
 def test_domain_alias_refusals_change_nothing(actions, sandbox, clean_site, aliases, error):
     before = proxy_routes(sandbox)

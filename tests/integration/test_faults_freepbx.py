@@ -43,14 +43,20 @@ def last_error(result):
 
 def test_a_trunk_already_without_the_proxy_becomes_managed(actions, sandbox, clean_site):
     sandbox.sql("UPDATE pjsip SET data='' WHERE id='1' AND keyword='outbound_proxy'")
-    out = actions.run("configure-bypass", {"trunks": ["Telco-Main"]})
-    assert [c["op"] for c in out["plan"]] == ["manage_trunk"] and out["changed"] is True
-    assert out["needs_reload"] is False and out["reloaded"] is False
-    assert managed(actions, "Telco-Main")["managed"] is True
-    # NethVoice puts the proxy back (a freepbx restart): the module bypasses it again
-    sandbox.sql(f"UPDATE pjsip SET data='{PROXY_VALUE}' WHERE id='1' AND keyword='outbound_proxy'")
-    assert [c["op"] for c in actions.run("reconcile-bypass")["plan"]] == ["bypass_trunk"]
-    assert outbound_proxy(sandbox, 1) == ""
+    try:
+        out = actions.run("configure-bypass", {"trunks": ["Telco-Main"]})
+        assert [c["op"] for c in out["plan"]] == ["manage_trunk"] and out["changed"] is True
+        assert out["needs_reload"] is False and out["reloaded"] is False
+        assert managed(actions, "Telco-Main")["managed"] is True
+        # NethVoice puts the proxy back (a freepbx restart): the module bypasses it again
+        sandbox.sql(f"UPDATE pjsip SET data='{PROXY_VALUE}' WHERE id='1' AND keyword='outbound_proxy'")
+        assert [c["op"] for c in actions.run("reconcile-bypass")["plan"]] == ["bypass_trunk"]
+        assert outbound_proxy(sandbox, 1) == ""
+        # un-bypassed, it gets back what it had when the module took it: no proxy
+        actions.run("configure-bypass", {"trunks": []})
+        assert outbound_proxy(sandbox, 1) == ""
+    finally:
+        sandbox.sql(f"UPDATE pjsip SET data='{PROXY_VALUE}' WHERE id='1' AND keyword='outbound_proxy'")
 
 
 
@@ -120,6 +126,12 @@ def test_a_failed_change_points_a_moved_alias_back(actions, sandbox, clean_site)
     assert result.exit_code == 1 and "route changes undone" in last_error(result)
     table = json.loads(routes_file.read_text())
     assert [a["uri"] for r in table["routes"] if r["domain"] == ALIAS for a in r["address"]] == [moved]
+    # re-pointed by someone else, the route is theirs: the module's undo leaves it; so does the test's
+    actions.run("configure-bypass", {"domain_aliases": []})
+    assert [a["uri"] for r in json.loads(routes_file.read_text())["routes"] if r["domain"] == ALIAS
+            for a in r["address"]] == [moved]
+    table["routes"] = [r for r in table["routes"] if r["domain"] != ALIAS]
+    routes_file.write_text(json.dumps(table))
 
 
 def row_is_free(sandbox):

@@ -106,6 +106,6 @@ def test_input_is_refused_for_what_it_is_before_anything_is_read(actions, sandbo
         refused = actions.run("configure-bypass", {"domain_aliases": ["not a domain!", "pbx.example.org",
                                                                       "PBX.example.org"]}, expect=10)
         assert [(e["field"], e["error"]) for e in refused] == [
-            ("domain_aliases.0", "domain_aliases_format"), ("domain_aliases.2", "domain_aliases_duplicate")]
+            ("domain_aliases.0", "domain_aliases_invalid_character"), ("domain_aliases.2", "domain_aliases_duplicate")]
         refused = actions.run("add-port-forward", {"source": "192.0.2.10/24"}, expect=10)
         assert [e["error"] for e in refused] == ["source_host_bits_set"]

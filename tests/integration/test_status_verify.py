@@ -88,6 +88,10 @@ def test_orphaned_rule_is_reported_until_adopted(actions, sandbox, clean_forward
     status = actions.run("get-status")["bypass"]
     assert status["orphaned_rules"] == [rule] and "forward_orphaned" in check_ids(actions.run("get-status"))
     adopted = actions.run("add-port-forward", {"source": "198.51.100.9"})
-    assert adopted["plan"] == [] and adopted["forward"]["state"] == "in_sync"
+    assert [c["op"] for c in adopted["plan"]] == ["adopt_forward"] and adopted["forward"]["state"] == "in_sync"
+    assert adopted["forward"]["origin"] == "adopted" and adopted["changed"] is False
     status = actions.run("get-status")["bypass"]
     assert status["orphaned_rules"] == [] and "forward_orphaned" not in check_ids(actions.run("get-status"))
+    actions.run("remove-port-forward", {"id": adopted["forward"]["id"]})  # adopted: the rule stays
+    for args in ((), ("--permanent",)):
+        sandbox.firewalld.firewall_cmd(*args, f"--remove-rich-rule={rule}")

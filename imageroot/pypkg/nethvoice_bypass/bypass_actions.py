@@ -14,7 +14,7 @@ from dataclasses import replace
 from . import bypass_plan as plan
 from . import bypass_request as request
 from . import freepbx, keeper, migration, proxy, systemd
-from .changes import DB_OPS, changes_world, plan_json
+from .changes import DB_OPS, plan_json
 from .cluster import read_cluster
 from .conflicts import NONE
 from .errors import Failure, Refused
@@ -84,7 +84,7 @@ def configure_instance(store, record, cluster, instance, data, action, resolutio
     changes = list(planned.changes)
     trunks_by_id = {str(t["id"]): t for t in world.trunks}
     reload_due = plan.needs_reload(changes) or mine.reload_pending
-    result = {"instance": instance, "plan": plan_json(changes), "dry_run": dry_run, "changed": changes_world(changes),
+    result = {"instance": instance, "plan": plan_json(changes), "dry_run": dry_run, "changed": bool(changes),
               "needs_reload": reload_due, "reloaded": False, "conflicts": [c.to_json() for c in planned.conflicts],
               "warnings": request.warnings_for(trunks_by_id, sorted(planned.mine.trunks), changes)}
     after = planned.mine.settled()

@@ -139,7 +139,3 @@ class RouteChange:
 def plan_json(changes):
     return [c.to_json() for c in changes]
 
-
-def changes_world(changes):
-    """Whether a plan changes anything outside the record."""
-    return any(c.op not in RECORD_OPS for c in changes)

@@ -32,6 +32,8 @@ def series(bypass, probes, repairs_total, checked_at):
          count(managed, lambda t: "drifted" if t["drift"] else "bypassed", TRUNK_STATES)),
         ("nethvoice_bypass_domain_aliases", "gauge", "Domain aliases: routed by the proxy or not",
          count(aliases, lambda a: alias_state[a["present"]], ALIAS_STATES)),
+        ("nethvoice_bypass_conflicts", "gauge", "Owned fields someone else changed, left for the user to resolve",
+         [({}, len(bypass.get("conflicts") or []))]),
         ("nethvoice_bypass_findings", "gauge", "Findings of the last self-check per severity",
          [({"severity": s}, n) for s, n in severity_counts(bypass["checks"]).items()]),
         ("nethvoice_bypass_probe_up", "gauge", "1 when the expected SIP server answered the probe",

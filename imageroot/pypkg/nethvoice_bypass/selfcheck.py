@@ -10,6 +10,7 @@ import json
 import time
 
 from . import metrics, reconcile, status, verify
+from .changes import FLUSH_CONNTRACK, RECORD_OPS
 from .model import Refused
 from .step import Failure, PartialFailure, log
 from .store import Store
@@ -48,4 +49,4 @@ def repair_drift():
     except (Failure, Refused) as err:
         log(f"no repair: {err}")
         return []
-    return [c for c in out["plan"] if c["op"] != "flush_conntrack"]
+    return [c for c in out["plan"] if c["op"] not in (FLUSH_CONNTRACK, *RECORD_OPS)]
