@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """verify-bypass against SIP peers that stall or answer garbage, started by the test on
 the loopback of the namespace where actions run: the action answers within its
-deadline, with an outcome for each probe."""
+deadline, with an outcome for each probe, and refuses targets that are not one host."""
 
 import contextlib
 import signal
@@ -94,3 +94,10 @@ def test_verify_bypass_answers_in_time_with_stalling_and_hostile_peers(actions, 
     local = [p for p in result.decoded_output["probes"] if p["expect"] == "asterisk"]
     assert local and all(p["ok"] for p in local)  # the other probes are not held up or lost
 
+
+def test_verify_bypass_refuses_targets_that_are_not_one_host(actions):
+    targets = [{"address": "255.255.255.255"}, {"address": "ff02::1", "protocol": "tcp"}, {"address": "0.0.0.0"},
+               {"address": "::ffff:239.1.2.3"}, {"address": "192.0.2.1"}]
+    errors = actions.run("verify-bypass", {"targets": targets}, expect=10)
+    assert errors == [{"field": f"targets.{i}.address", "parameter": "targets", "value": t["address"],
+                       "error": "targets_not_unicast"} for i, t in enumerate(targets[:4])]

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "imageroot" / "pypkg" / "nethvoice_bypass"
-FIELD_ERRORS = [  # what the actions return for their form fields
+FIELD_ERRORS = [  # what the actions return for their form fields (and verify-bypass for its targets)
     "source_host_bits_set", "source_format", "source_wrong_family", "source_required",
     "source_already_forwarded", "port_sips_not_supported", "port_reserved_by_proxy", "instance_not_found",
     "instance_required", "instance_no_nethvoice", "instance_no_sip_port",
@@ -19,6 +19,7 @@ FIELD_ERRORS = [  # what the actions return for their form fields
     "nat_external_address_private", "nat_external_address_format", "nat_external_address_not_ipv4",
     "nat_local_networks_format", "domain_aliases_format", "domain_aliases_duplicate",
     "domain_aliases_owned_by_nethvoice", "domain_aliases_route_exists", "id_not_found", "targets_format",
+    "targets_not_unicast",
 ]
 
 
