@@ -6,9 +6,10 @@ named by the platform Python override): real processes that never answer."""
 
 import os
 import threading
+import time
 
 import pytest
-from nethvoice_bypass import conntrack, nft
+from nethvoice_bypass import conntrack, firewalld, nft
 from nethvoice_bypass.errors import Failure
 
 pytestmark = pytest.mark.unit
@@ -112,3 +113,57 @@ def test_an_nft_that_answers_garbage_is_a_one_line_failure(on_path):
     tool(on_path, "nft", "echo 'table inet firewalld {'")
     _, error = within(TIMEOUT + MARGIN, nft.redirects, "public")
     assert isinstance(error, Failure) and "is not JSON" in str(error)
+
+
+# -- the D-Bus helper (EL9) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def helper(tmp_path, monkeypatch):
+    """The helper path of firewalld.py (as on EL9), its Python named by the test."""
+    monkeypatch.setattr(firewalld.fwbus, "dbus", None)
+    monkeypatch.setattr(firewalld, "HELPER_TIMEOUT", TIMEOUT)
+    monkeypatch.setattr(firewalld, "HELPER_TIMEOUT_PER_RULE", 0)
+    firewalld._backend.cache_clear()
+
+    def use(script):
+        monkeypatch.setenv(firewalld.PLATFORM_PYTHON_ENV, str(tool(tmp_path, "python3", script)))
+    yield use
+    firewalld._backend.cache_clear()
+
+
+def test_a_helper_that_never_starts_is_killed(helper, tmp_path):
+    helper("exec sleep 30")
+    _, error = within(TIMEOUT + MARGIN, firewalld.Firewalld)
+    assert isinstance(error, Failure) and str(error) == f"firewalld did not answer within {TIMEOUT:g} s"
+    assert_gone(tmp_path)
+
+
+def test_a_helper_that_hangs_on_a_call_is_killed_and_not_asked_again(helper, tmp_path):
+    helper("echo '{\"ready\": true}'\nexec sleep 30")
+    fw, error = within(TIMEOUT + MARGIN, firewalld.Firewalld)
+    assert error is None
+    _, error = within(TIMEOUT + MARGIN, fw.default_zone)
+    assert isinstance(error, Failure) and str(error) == f"firewalld did not answer within {TIMEOUT:g} s"
+    assert_gone(tmp_path)
+    started = time.monotonic()
+    _, error = within(TIMEOUT + MARGIN, fw.rich_rules, "public", "runtime")
+    assert str(error) == f"firewalld did not answer within {TIMEOUT:g} s" and time.monotonic() - started < TIMEOUT
+
+
+def test_a_helper_that_stops_reading_does_not_block_the_write(helper, tmp_path):
+    helper("echo '{\"ready\": true}'\nexec sleep 30")  # never reads its stdin: the pipe fills up
+    fw, _ = within(TIMEOUT + MARGIN, firewalld.Firewalld)
+    rules = [f'rule family="ipv4" source address="10.{i // 250}.{i % 250}.1" accept' for i in range(3000)]
+    _, error = within(TIMEOUT + MARGIN, fw.change_permanent_rules, "public", rules, [])
+    assert isinstance(error, Failure) and "did not answer within" in str(error)
+    assert_gone(tmp_path)
+
+
+def test_a_helper_that_answers_ends_when_closed(helper, tmp_path):
+    helper("echo '{\"ready\": true}'\nread line\necho '{\"result\": \"public\"}'\nexec sleep 30")
+    fw, _ = within(TIMEOUT + MARGIN, firewalld.Firewalld)
+    assert within(TIMEOUT + MARGIN, fw.default_zone) == ("public", None)
+    _, error = within(TIMEOUT + MARGIN, fw.backend.close)  # it ignores its closed stdin: killed
+    assert error is None
+    assert_gone(tmp_path)
