@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from nethvoice_bypass import conntrack, firewalld, nft
+from nethvoice_bypass import conntrack, corestatus, firewalld, nft
 from nethvoice_bypass.errors import Failure
 
 pytestmark = pytest.mark.unit
@@ -167,3 +167,21 @@ def test_a_helper_that_answers_ends_when_closed(helper, tmp_path):
     _, error = within(TIMEOUT + MARGIN, fw.backend.close)  # it ignores its closed stdin: killed
     assert error is None
     assert_gone(tmp_path)
+
+
+# -- the core's get-status step ----------------------------------------------------------
+
+
+def test_a_hung_core_status_step_and_its_children_are_ended(tmp_path, monkeypatch):
+    step = tmp_path / "get-status" / "20read"
+    step.parent.mkdir()
+    # like the core's step: it runs other programs, which inherit its stdout
+    step.write_text(f"#!/bin/sh\necho $$ >> {tmp_path}/pids\nsleep 30 &\necho $! >> {tmp_path}/pids\nwait\n")
+    step.chmod(0o755)
+    monkeypatch.setenv("AGENT_BASEACTIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(corestatus, "CORE_TIMEOUT", TIMEOUT)
+    proc = corestatus.start()
+    status, error = within(TIMEOUT + MARGIN, corestatus.finish, proc)
+    assert error is None and status["services"] == []  # the fallback
+    assert_gone(tmp_path)
+
