@@ -10,9 +10,8 @@ import threading
 import time
 
 import pytest
-from ns8dev.sip_responder import Responder
-
 from nethvoice_bypass import sipprobe
+from ns8dev.sip_responder import Responder
 
 pytestmark = pytest.mark.integration
 
