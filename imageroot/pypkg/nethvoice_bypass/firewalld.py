@@ -168,6 +168,12 @@ class Firewalld:
     def remove_rich_rule(self, zone, rule, config):
         self._do(f"remove the {config} rule '{rule}'", "change_rule", zone, rule, config, False)
 
+    def open_ports(self, zone):
+        """The ports the zone opens (its own and its services'), in runtime or permanent
+        configuration: [{"port": "443" | "10000-20000", "protocol", "owner": "port" |
+        "service <name>"}], without duplicates."""
+        return self._do(f"read the open ports of zone {zone}", "open_ports", zone)
+
     def change_permanent_rules(self, zone, add=(), remove=()):
         add, remove = sorted(set(add)), sorted(set(remove))
         self._do(f"write {len(add)} added and {len(remove)} removed permanent rules", "change_permanent_rules",

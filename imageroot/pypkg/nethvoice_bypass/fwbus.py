@@ -32,6 +32,7 @@ IFACE = "org.fedoraproject.FirewallD1"
 IFACE_ZONE = "org.fedoraproject.FirewallD1.zone"
 IFACE_CONFIG = "org.fedoraproject.FirewallD1.config"
 IFACE_CONFIG_ZONE = "org.fedoraproject.FirewallD1.config.zone"
+IFACE_CONFIG_SERVICE = "org.fedoraproject.FirewallD1.config.service"
 FIREWALLD_ERROR = "org.fedoraproject.FirewallD1.Exception"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 RUNTIME, PERMANENT = "runtime", "permanent"
@@ -130,7 +131,44 @@ class FirewalldBus:
             self.change_rule(zone, rule, PERMANENT, True)
 
 
-CALLS = ("default_zone", "config_properties", "rich_rules", "change_rule", "change_permanent_rules")
+    def open_ports(self, zone):
+        """What the zone opens, in runtime and permanent configuration together:
+        [{"port": "443" | "10000-20000", "protocol", "owner": "port" | "service <name>"}],
+        without duplicates. A service's ports include those of the services it includes.
+        Dict settings (getZoneSettings2, getServiceSettings2, config getSettings2) exist
+        from firewalld 0.9 on."""
+        zones = {RUNTIME: self._call(PATH, IFACE_ZONE, "getZoneSettings2", zone),
+                 PERMANENT: self._call(self._zone_path(zone), IFACE_CONFIG_ZONE, "getSettings2")}
+        found = set()
+        for config, settings in zones.items():
+            found |= {(str(port), str(protocol), "port") for port, protocol in settings.get("ports", [])}
+            for service in settings.get("services", []):
+                found |= {(port, protocol, "service " + str(service))
+                          for port, protocol in self._service_ports(str(service), config, set())}
+        return [{"port": port, "protocol": protocol, "owner": owner} for port, protocol, owner in sorted(found)]
+
+    def _service_ports(self, service, config, seen):
+        """{(port, protocol)} of a service and of those it includes; a service firewalld
+        no longer knows has none."""
+        seen.add(service)
+        try:
+            if config == RUNTIME:
+                settings = self._call(PATH, IFACE, "getServiceSettings2", service)
+            else:
+                path = self._call(CONFIG_PATH, IFACE_CONFIG, "getServiceByName", service)
+                settings = self._call(path, IFACE_CONFIG_SERVICE, "getSettings2")
+        except BusError as err:
+            if err.code == "INVALID_SERVICE":
+                return set()
+            raise
+        ports = {(str(port), str(protocol)) for port, protocol in settings.get("ports", [])}
+        for included in settings.get("includes", []):
+            if str(included) not in seen:
+                ports |= self._service_ports(str(included), config, seen)
+        return ports
+
+
+CALLS = ("default_zone", "config_properties", "rich_rules", "change_rule", "change_permanent_rules", "open_ports")
 
 
 def serve(requests, replies):
