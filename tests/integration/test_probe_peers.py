@@ -11,6 +11,7 @@ import time
 
 import pytest
 from nethvoice_bypass import sipprobe
+from nodetools import probe_from_remote
 from ns8dev.sip_responder import Responder
 
 pytestmark = pytest.mark.integration
@@ -100,3 +101,12 @@ def test_verify_bypass_refuses_targets_that_are_not_one_host(actions):
     errors = actions.run("verify-bypass", {"targets": targets}, expect=10)
     assert errors == [{"field": f"targets.{i}.address", "parameter": "targets", "value": t["address"],
                        "error": "targets_not_unicast"} for i, t in enumerate(targets[:4])]
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_a_port_the_firewall_rejects_is_a_timeout_not_an_error(sandbox, protocol):
+    """firewalld rejects with an ICMP host-prohibited: the port is filtered, as when dropped."""
+    answer = probe_from_remote(sandbox, sandbox.addresses["node"]["ipv4"], port=20999, protocol=protocol,
+                               source_ip="192.0.2.11")
+    assert answer["outcome"] == "timeout", answer
+    assert "No route to host" in answer["detail"]  # what the reject looks like to the sender

@@ -5,11 +5,13 @@ its `outcome` (with a `detail`) is one of:
 - reply: a final response (401 and 403 included: a SIP server is alive there); its
   Server/User-Agent header tells the proxy (`NethServer 8 ...`) from Asterisk;
 - refused: ICMP port unreachable (a connected UDP socket sees it), or a TCP reset;
-- timeout: no answer within the deadline (filtered, dropped, or an answer that stalled);
+- timeout: no answer within the deadline (dropped, or rejected with an ICMP host
+  unreachable as firewalld does: filtered; or an answer that stalled);
 - invalid: something answered, but not a SIP response (garbage, a malformed message, a
   connection closed or reset before the answer);
 - error: not sent, or the socket failed on this side: not a unicast IP address
-  (broadcast, multicast, unspecified), no route, a source address that is not local.
+  (broadcast, multicast, unspecified), no route from this node, a source address that
+  is not local.
 
 Run as a command to probe from another host or namespace:
   python3 -m nethvoice_bypass.sipprobe 192.0.2.1 --port 5060 --protocol udp
@@ -17,8 +19,10 @@ Run as a command to probe from another host or namespace:
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
+import os
 import re
 import secrets
 import socket
@@ -32,6 +36,7 @@ DEADLINE = sum(UDP_RETRANSMITS)        # seconds for a whole exchange, UDP or TC
 MAX_MESSAGE = 65536                    # an OPTIONS answer is small; more is not one
 COMPACT = {"i": "call-id", "v": "via", "l": "content-length"}  # RFC 3261 7.3.3
 STATUS_LINE = re.compile(r"SIP/2\.0 (\d{3})(?: (.*))?$")
+UNREACHABLE = (errno.EHOSTUNREACH, errno.EHOSTDOWN)  # ICMP host unreachable (firewalld's reject): filtered
 
 
 class NotSip(Exception):
@@ -53,8 +58,7 @@ def host_literal(address):
 
 
 def parse_response(data):
-    """A response's head (the body, if any, is ignored): {code, reason, headers}, or
-    None when the bytes are not a SIP response."""
+    """A response's head as {code, reason, headers} (any body ignored); None if not a SIP response."""
     head = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
     status, *header_lines = head.split("\r\n")
     match = STATUS_LINE.match(status)
@@ -68,8 +72,7 @@ def parse_response(data):
 
 
 def content_length(headers):
-    """The body's length a message announces (0 when it says nothing); NotSip when it
-    is not a number of bytes a probe reads."""
+    """The body's length a message announces (0 if none); NotSip if no length a probe reads."""
     text = headers.get("content-length", "").strip() or "0"
     if not (text.isascii() and text.isdigit()) or int(text) > MAX_MESSAGE:
         raise NotSip(f"bad Content-Length {text[:20]!r} (a probe reads at most {MAX_MESSAGE} bytes)")
@@ -77,7 +80,7 @@ def content_length(headers):
 
 
 def socket_detail(err):
-    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return os.strerror(err.errno) if getattr(err, "errno", None) else str(err) or type(err).__name__
 
 
 def result(outcome, started, response=None, detail=""):
@@ -101,19 +104,11 @@ class Request:
     def message(self, sockname):
         """The OPTIONS sent from sockname: an IP-literal Request-URI, no user part."""
         target, local = host_literal(self.target), host_literal(sockname[0])
-        lines = [
-            f"OPTIONS sip:{target}:{self.port} SIP/2.0",
-            f"Via: SIP/2.0/{self.protocol.upper()} {local}:{sockname[1]};branch={self.branch};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:probe@{local}>;tag={self.tag}",
-            f"To: <sip:{target}:{self.port}>",
-            f"Call-ID: {self.call_id}",
-            "CSeq: 1 OPTIONS",
-            f"Contact: <sip:probe@{local}:{sockname[1]}>",
-            f"User-Agent: {USER_AGENT}",
-            "Accept: application/sdp",
-            "Content-Length: 0",
-        ]
+        lines = [f"OPTIONS sip:{target}:{self.port} SIP/2.0",
+                 f"Via: SIP/2.0/{self.protocol.upper()} {local}:{sockname[1]};branch={self.branch};rport",
+                 "Max-Forwards: 70", f"From: <sip:probe@{local}>;tag={self.tag}", f"To: <sip:{target}:{self.port}>",
+                 f"Call-ID: {self.call_id}", "CSeq: 1 OPTIONS", f"Contact: <sip:probe@{local}:{sockname[1]}>",
+                 f"User-Agent: {USER_AGENT}", "Accept: application/sdp", "Content-Length: 0"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def answers(self, response):
@@ -127,6 +122,7 @@ class _UdpProbe(asyncio.DatagramProtocol):
     def __init__(self, request):
         self.request = request
         self.not_sip = self.others = 0  # datagrams ignored: not SIP responses; not final or not ours
+        self.unreachable = ""
         self.done = asyncio.get_running_loop().create_future()
 
     def finish(self, outcome, response=None, detail=""):
@@ -147,6 +143,8 @@ class _UdpProbe(asyncio.DatagramProtocol):
     def error_received(self, exc):
         if isinstance(exc, ConnectionRefusedError):
             self.finish("refused", detail="ICMP port unreachable")
+        elif exc.errno in UNREACHABLE:  # the next send may get through: noted, the probe goes on
+            self.unreachable = f" ({socket_detail(exc)})"
         else:
             self.finish("error", detail=f"the probe could not be sent: {socket_detail(exc)}")
 
@@ -184,7 +182,8 @@ async def _udp_exchange(transport, proto, retransmits, end):
     ignored = f" ({proto.not_sip} datagrams that are not SIP, {proto.others} other SIP responses ignored)"
     if proto.not_sip:  # something answers there, but not SIP
         return result("invalid", request.started, detail=f"no SIP answer after {sends} sends{ignored}")
-    return result("timeout", request.started, detail=f"no answer after {sends} sends" + ignored * bool(proto.others))
+    return result("timeout", request.started,
+                  detail=f"no answer after {sends} sends{proto.unreachable}" + ignored * bool(proto.others))
 
 
 class _Stream:
@@ -243,7 +242,8 @@ async def _tcp_exchange(request, source_ip, source_port, stream):
     except ConnectionRefusedError:
         return result("refused", request.started, detail="connection refused (TCP RST)")
     except (OSError, ValueError, OverflowError) as err:
-        return result("error", request.started, detail=f"no connection: {socket_detail(err)}")
+        outcome = "timeout" if getattr(err, "errno", None) in UNREACHABLE else "error"
+        return result(outcome, request.started, detail=f"no connection: {socket_detail(err)}")
     try:
         writer.write(request.message(writer.get_extra_info("sockname")))
         await writer.drain()
