@@ -2,6 +2,7 @@
 v1.2.0, through dev/validator): Go's regexp refuses what Python's re accepts, and a
 schema that does not compile aborts every call of its action."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,18 @@ def test_description_pattern_refuses_control_characters_and_accepts_text(tmp_pat
     bad = validation.validate("input", schema, b'{"source":"192.0.2.10","description":"a\\tb"}', tmp_path)
     assert bad.errors == [{"parameter": "description", "error": "description_pattern", "value": "a\tb",
                            "field": "description"}]
+
+
+@pytest.mark.parametrize("outcome", ["reply", "refused", "timeout", "invalid", "error"])
+def test_every_probe_outcome_passes_the_output_schemas(outcome, tmp_path):
+    probe = {"target": "127.0.0.1", "port": 20040, "protocol": "udp", "family": "ipv4", "instance": "nethvoice1",
+             "expect": "asterisk", "outcome": outcome, "rtt_ms": 3.5, "detail": "what happened",
+             "answered_by": None, "ok": False}
+    documents = {
+        "verify-bypass": {"instance": "nethvoice1", "probes": [probe], "nft": [], "notes": []},
+        "self-check": {"checked_at": "2026-01-01T00:00:00+00:00", "findings": [], "repaired": [], "probes": [probe]},
+    }
+    for action, document in documents.items():
+        schema = REPO / f"imageroot/actions/{action}/validate-output.json"
+        verdict = validation.validate("output", schema, json.dumps(document).encode(), tmp_path)
+        assert verdict.exit_code == 0, f"{action}: {verdict.error}"

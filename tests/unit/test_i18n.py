@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "imageroot" / "pypkg" / "nethvoice_bypass"
-FIELD_ERRORS = [  # what add-port-forward and configure-bypass return for their form fields
+FIELD_ERRORS = [  # what the actions return for their form fields (and verify-bypass for its targets)
     "source_host_bits_set", "source_format", "source_wrong_family", "source_required",
     "source_already_forwarded", "port_sips_not_supported", "port_reserved_by_proxy", "instance_not_found",
     "instance_required", "instance_no_nethvoice", "instance_no_sip_port",
@@ -32,6 +32,7 @@ FIELD_ERRORS = [  # what add-port-forward and configure-bypass return for their 
     "nat_local_networks_not_ipv4", "nat_local_networks_host_bits_set", "nat_local_networks_all_addresses",
     "nat_local_networks_unspecified", "nat_local_networks_loopback", "nat_local_networks_multicast",
     "nat_local_networks_broadcast", "nat_local_networks_reserved", "nat_local_networks_includes_special",
+    "targets_format", "targets_not_unicast",
 ]
 
 
@@ -55,3 +56,14 @@ def test_checks_and_field_errors_are_translated(lang):
     missing += [e for e in FIELD_ERRORS if not any(k.endswith("." + e) for k in keys)]
     missing += [f"plan.op.{op}" for op in OPS if f"plan.op.{op}" not in keys]
     assert missing == []
+
+
+@pytest.mark.parametrize("lang", ["en", "it"])
+def test_every_probe_outcome_has_a_label_and_a_tag_colour(lang):
+    keys = flat(json.loads((REPO / "ui" / "public" / "i18n" / lang / "translation.json").read_text()))
+    schema = json.loads((REPO / "imageroot/actions/verify-bypass/validate-output.json").read_text())
+    outcomes = schema["properties"]["probes"]["items"]["properties"]["outcome"]["enum"]
+    assert {"reply", "refused", "timeout", "invalid", "error"} <= set(outcomes)
+    assert [o for o in outcomes if f"status.outcome.{o}" not in keys] == []
+    kinds = re.search(r"OUTCOME_TAG_KINDS = \{(.*?)\}", (REPO / "ui/src/mixins/format.js").read_text(), re.S).group(1)
+    assert set(re.findall(r"(\w+):", kinds)) == set(outcomes)

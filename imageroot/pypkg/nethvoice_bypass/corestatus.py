@@ -1,8 +1,11 @@
 """The core's own get-status step (services, images, volumes), which ours overrides
-by name: run it as a subprocess beside our reads, bounded in time."""
+by name: run it as a subprocess beside our reads, bounded in time. It runs in a session
+of its own, so that on a timeout the programs it started (which hold its output pipe)
+end with it."""
 
 import json
 import os
+import signal
 import subprocess
 
 from .step import log
@@ -21,7 +24,8 @@ def start():
     os.write(feed, b"null")
     os.close(feed)
     try:
-        return subprocess.Popen([path], stdin=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen([path], stdin=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
     finally:
         os.close(data)
 
@@ -31,8 +35,12 @@ def finish(proc):
         try:
             out, err = proc.communicate(timeout=CORE_TIMEOUT)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            os.killpg(proc.pid, signal.SIGKILL)  # its children too: they would keep the pipes open
+            try:
+                out, err = proc.communicate(timeout=1)
+            except subprocess.TimeoutExpired:  # a child that left the session: stop reading
+                proc.kill()
+                out = ""
             err = f"no answer within {CORE_TIMEOUT} s"
         if proc.returncode == 0:
             try:

@@ -9,8 +9,10 @@ same errors here.
 import functools
 import json
 import os
+import select
 import subprocess
 import threading
+import time
 
 from . import fwbus
 from .errors import Failure, FirewalldError
@@ -19,6 +21,14 @@ from .errors import Failure, FirewalldError
 PLATFORM_PYTHON_ENV = "NETHVOICE_BYPASS_PLATFORM_PYTHON"
 PLATFORM_PYTHON = "/usr/bin/python3"
 
+# Seconds the helper has to answer one request: twice the D-Bus timeout of a call
+# (fwbus.CALL_TIMEOUT), so a firewalld that does not answer one call is reported by fwbus
+# in its own words, and only a hung helper or bus connection waits this long. A request
+# naming rules makes one call per rule: each adds HELPER_TIMEOUT_PER_RULE (a permanent
+# write takes 6-9 ms on firewalld 1.3.3, see the firewalld reference).
+HELPER_TIMEOUT = 2 * fwbus.CALL_TIMEOUT
+HELPER_TIMEOUT_PER_RULE = 0.5
+
 # firewalld error codes caused by the rule's content rather than by the system
 INPUT_ERRORS = {"INVALID_ADDR", "INVALID_PORT", "INVALID_PROTOCOL", "INVALID_RULE",
                 "INVALID_FAMILY", "MISSING_FAMILY", "INVALID_PRIORITY"}
@@ -26,44 +36,81 @@ INPUT_ERRORS = {"INVALID_ADDR", "INVALID_PORT", "INVALID_PROTOCOL", "INVALID_RUL
 
 class _Helper:
     """fwbus.py served by the platform Python: one JSON line per call. It ends when
-this process does (its stdin closes)."""
+this process does (its stdin closes). Every exchange has a deadline: a helper that
+does not answer in time is killed, and this call and the next ones fail at once."""
 
     def __init__(self):
         python = os.environ.get(PLATFORM_PYTHON_ENV) or PLATFORM_PYTHON
         try:
             self.proc = subprocess.Popen([python, "-I", fwbus.__file__], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True)
+                                         stdout=subprocess.PIPE)
         except OSError as err:
             raise fwbus.BusError("no_dbus", f"dbus-python is not importable by {python} ({err.strerror})") from err
-        self.lock = threading.Lock()
-        first = self._read()
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        self.lock, self.buffer, self.hung = threading.Lock(), b"", None
+        first = self._exchange(b"", HELPER_TIMEOUT)
         if "error" in first:
             self.close()
             raise fwbus.BusError(**first["error"])
 
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise fwbus.BusError("unreachable", f"the D-Bus helper ({self.proc.args[0]}) exited with code "
-                                                f"{self.proc.returncode}")
-        return json.loads(line)
+    def _exchange(self, request, timeout):
+        """Write the request (if any), then read one reply line, by a deadline. An
+        exchange left in the middle (a hang, an interrupt) ends the helper: its late
+        reply must never be taken for the answer to the next request."""
+        if self.hung:
+            raise fwbus.BusError("unreachable", self.hung)
+        try:
+            return self._exchange_by(request, time.monotonic() + timeout, timeout)
+        except BaseException:
+            self.hung = self.hung or "the D-Bus helper was interrupted in the middle of a call"
+            self.close(kill=True)
+            raise
+
+    def _exchange_by(self, request, deadline, timeout):
+        out, into = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        while request or b"\n" not in self.buffer:
+            readable, writable, _ = select.select([into], [out] if request else [], [],
+                                                  max(deadline - time.monotonic(), 0))
+            if not readable and not writable:
+                self.hung = f"firewalld did not answer within {timeout:g} s"
+                raise fwbus.BusError("unreachable", self.hung)
+            if writable:
+                try:
+                    request = request[os.write(out, request):]
+                except BrokenPipeError:
+                    request = b""  # the reading says how it ended
+            if readable:
+                chunk = os.read(into, 65536)
+                if not chunk:
+                    self.proc.wait()
+                    self.hung = f"the D-Bus helper ({self.proc.args[0]}) exited with code {self.proc.returncode}"
+                    raise fwbus.BusError("unreachable", self.hung)
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise fwbus.BusError("dbus", f"the D-Bus helper answered {line[:80]!r}, not JSON") from None
 
     def call(self, name, *args):
+        rules = sum(len(arg) for arg in args if isinstance(arg, list))
         with self.lock:
-            try:
-                self.proc.stdin.write(json.dumps({"call": name, "args": list(args)}) + "\n")
-                self.proc.stdin.flush()
-            except BrokenPipeError:
-                pass  # _read says how it ended
-            reply = self._read()
+            reply = self._exchange((json.dumps({"call": name, "args": list(args)}) + "\n").encode(),
+                                   HELPER_TIMEOUT + rules * HELPER_TIMEOUT_PER_RULE)
         if "error" in reply:
             raise fwbus.BusError(**reply["error"])
         return reply["result"]
 
-    def close(self):
+    def close(self, kill=False):
+        """Let the helper end (its stdin closed); killed when told, or when it does not end."""
         if self.proc.poll() is None:
-            self.proc.stdin.close()
+            if not kill:
+                self.proc.stdin.close()
+                try:
+                    self.proc.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.proc.kill()
             self.proc.wait()
 
 
@@ -120,6 +167,12 @@ class Firewalld:
 
     def remove_rich_rule(self, zone, rule, config):
         self._do(f"remove the {config} rule '{rule}'", "change_rule", zone, rule, config, False)
+
+    def open_ports(self, zone):
+        """The ports the zone opens (its own and its services'), in runtime or permanent
+        configuration: [{"port": "443" | "10000-20000", "protocol", "owner": "port" |
+        "service <name>"}], without duplicates."""
+        return self._do(f"read the open ports of zone {zone}", "open_ports", zone)
 
     def change_permanent_rules(self, zone, add=(), remove=()):
         add, remove = sorted(set(add)), sorted(set(remove))

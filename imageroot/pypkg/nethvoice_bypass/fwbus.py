@@ -32,6 +32,7 @@ IFACE = "org.fedoraproject.FirewallD1"
 IFACE_ZONE = "org.fedoraproject.FirewallD1.zone"
 IFACE_CONFIG = "org.fedoraproject.FirewallD1.config"
 IFACE_CONFIG_ZONE = "org.fedoraproject.FirewallD1.config.zone"
+IFACE_CONFIG_SERVICE = "org.fedoraproject.FirewallD1.config.service"
 FIREWALLD_ERROR = "org.fedoraproject.FirewallD1.Exception"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 RUNTIME, PERMANENT = "runtime", "permanent"
@@ -119,24 +120,55 @@ class FirewalldBus:
                 raise
 
     def change_permanent_rules(self, zone, add, remove):
-        """Several permanent changes in one write of the zone file (each single
-        add/remove rewrites it). The rules are read right before the write and only
-        the given ones change, so the read-modify-write window is one D-Bus call."""
-        add, remove = set(add), set(remove)
-        if len(add) + len(remove) <= 1:
-            for rule in add:
-                self.change_rule(zone, rule, PERMANENT, True)
-            for rule in remove:
-                self.change_rule(zone, rule, PERMANENT, False)
-            return
-        path = self._zone_path(zone)
-        current = [str(r) for r in self._call(path, IFACE_CONFIG_ZONE, "getRichRules")]
-        wanted = [r for r in current if r not in remove] + sorted(add - set(current))
-        self._call(path, IFACE_CONFIG_ZONE, "update2",
-                   dbus.Dictionary({"rules_str": dbus.Array(wanted, signature="s")}, signature="sv"))
+        """Several permanent changes, one rule at a time (removals first), each
+        idempotent like change_rule. Only the given rules are touched: a read-modify-
+        write of the zone's settings (update2) would put back the rules it read and
+        lose one another tool wrote in between. Each call rewrites the zone file
+        (6-9 ms on firewalld 1.3.3)."""
+        for rule in sorted(set(remove)):
+            self.change_rule(zone, rule, PERMANENT, False)
+        for rule in sorted(set(add)):
+            self.change_rule(zone, rule, PERMANENT, True)
 
 
-CALLS = ("default_zone", "config_properties", "rich_rules", "change_rule", "change_permanent_rules")
+    def open_ports(self, zone):
+        """What the zone opens, in runtime and permanent configuration together:
+        [{"port": "443" | "10000-20000", "protocol", "owner": "port" | "service <name>"}],
+        without duplicates. A service's ports include those of the services it includes.
+        Dict settings (getZoneSettings2, getServiceSettings2, config getSettings2) exist
+        from firewalld 0.9 on."""
+        zones = {RUNTIME: self._call(PATH, IFACE_ZONE, "getZoneSettings2", zone),
+                 PERMANENT: self._call(self._zone_path(zone), IFACE_CONFIG_ZONE, "getSettings2")}
+        found = set()
+        for config, settings in zones.items():
+            found |= {(str(port), str(protocol), "port") for port, protocol in settings.get("ports", [])}
+            for service in settings.get("services", []):
+                found |= {(port, protocol, "service " + str(service))
+                          for port, protocol in self._service_ports(str(service), config, set())}
+        return [{"port": port, "protocol": protocol, "owner": owner} for port, protocol, owner in sorted(found)]
+
+    def _service_ports(self, service, config, seen):
+        """{(port, protocol)} of a service and of those it includes; a service firewalld
+        no longer knows has none."""
+        seen.add(service)
+        try:
+            if config == RUNTIME:
+                settings = self._call(PATH, IFACE, "getServiceSettings2", service)
+            else:
+                path = self._call(CONFIG_PATH, IFACE_CONFIG, "getServiceByName", service)
+                settings = self._call(path, IFACE_CONFIG_SERVICE, "getSettings2")
+        except BusError as err:
+            if err.code == "INVALID_SERVICE":
+                return set()
+            raise
+        ports = {(str(port), str(protocol)) for port, protocol in settings.get("ports", [])}
+        for included in settings.get("includes", []):
+            if str(included) not in seen:
+                ports |= self._service_ports(str(included), config, seen)
+        return ports
+
+
+CALLS = ("default_zone", "config_properties", "rich_rules", "change_rule", "change_permanent_rules", "open_ports")
 
 
 def serve(requests, replies):

@@ -5,6 +5,10 @@ import json
 import shutil
 import subprocess
 
+from .errors import Failure
+
+TIMEOUT = 5.0  # seconds: listing firewalld's table takes milliseconds; more is a hung tool
+
 
 def redirects(zone):
     """(family, source, protocol, port, to_port) of the redirects in the zone's NAT
@@ -12,11 +16,19 @@ def redirects(zone):
     tool = shutil.which("nft")
     if not tool:
         return None
-    proc = subprocess.run([tool, "-j", "list", "table", "inet", "firewalld"], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([tool, "-j", "list", "table", "inet", "firewalld"], capture_output=True, text=True,
+                              timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"nft did not list firewalld's rules within {TIMEOUT:g} s") from None
     if proc.returncode != 0:
         return set()
     chains = {f"nat_PRE_{zone}_{suffix}" for suffix in ("pre", "allow", "post")}
-    rules = (item["rule"] for item in json.loads(proc.stdout).get("nftables", []) if "rule" in item)
+    try:
+        listing = json.loads(proc.stdout)
+    except ValueError:
+        raise Failure(f"nft's listing of firewalld's rules is not JSON: {proc.stdout[:80]!r}") from None
+    rules = (item["rule"] for item in listing.get("nftables", []) if "rule" in item)
     return {parsed for rule in rules if rule.get("chain") in chains and (parsed := parse_nft_rule(rule["expr"]))}
 
 

@@ -81,10 +81,12 @@ def verify_bypass(data):
     extra = data.get("targets", [])
     errors = []
     for i, item in enumerate(extra):
-        try:
-            ipaddress.ip_address(item["address"])
+        try:  # one host: a probe is never sent to broadcast, multicast or unspecified addresses
+            reason = "not_unicast" if sipprobe.not_unicast(item["address"]) else None
         except ValueError:
-            errors.append(problem(f"targets.{i}.address", "format", item["address"]))
+            reason = "format"
+        if reason:
+            errors.append(problem(f"targets.{i}.address", reason, item["address"]))
     if errors:
         raise Refused(errors)
     record = keeper.load_for_view(Store()).record

@@ -35,6 +35,8 @@ export const OUTCOME_TAG_KINDS = {
   reply: "green",
   refused: "red",
   timeout: "red",
+  invalid: "magenta",
+  error: "gray",
 };
 
 export const ANSWERED_BY_TAG_KINDS = {
