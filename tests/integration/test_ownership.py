@@ -89,14 +89,15 @@ def test_a_reused_trunk_id_is_left_alone_by_the_timer_and_reconcile(actions, san
     set_proxy(sandbox, 3, PROXY_VALUE)
     try:
         assert "trunk_released" in check_ids(actions)
-        repaired = self_check(actions)["repaired"]  # what the timer runs
+        repaired = self_check(actions)["repaired"]  # what the timer runs: it forgets trunk 3, changes nothing
         assert not [c for c in repaired if c.get("trunk") == "3"]
-        assert outbound_proxy(sandbox, 3) == PROXY_VALUE
-        out = actions.run("reconcile-bypass")
-        assert ("release_trunk", "3") in [(c["op"], c.get("trunk")) for c in out["plan"]]
         assert outbound_proxy(sandbox, 3) == PROXY_VALUE
         record = json.loads((sandbox.state_dir / "bypass.json").read_text())
         assert list(record["bypass"]["nethvoice1"]["trunks"]) == ["2"]
+        trail = [json.loads(line) for line in (sandbox.state_dir / "audit.jsonl").read_text().splitlines()]
+        assert ("release_trunk", "3") in [(c["op"], c.get("trunk")) for c in trail[-1]["changes"]]
+        out = actions.run("reconcile-bypass")
+        assert "3" not in [c.get("trunk") for c in out["plan"]] and outbound_proxy(sandbox, 3) == PROXY_VALUE
     finally:
         sandbox.sql("UPDATE trunks SET name='Mediant-SBC', channelid='Mediant-SBC' WHERE trunkid=3")
 
