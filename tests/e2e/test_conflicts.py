@@ -140,19 +140,47 @@ def test_trunks_page_shows_the_value_given_back_and_the_conflict(app, sandbox, b
     assert conflict.count() == 0
 
 
-def test_nat_form_tags_the_settings_the_module_owns(app, sandbox):
+def externip_rows(sandbox):
+    return sandbox.sql("SELECT val FROM kvstore_Sipsettings WHERE `key`='externip' AND id='noid'")
+
+
+def test_nat_form_tags_owned_settings_and_keeps_an_admins_address(app, sandbox):
     configure(sandbox, {"nat": None})
+    original = externip_rows(sandbox)
     try:
         configure(sandbox, {"nat": {"external_address": "203.0.113.5", "local_networks": ["192.0.2.0/24"]}})
         app.go("trunks")
-        owned = app.frame.locator("[data-test=nat-owned]")
+        frame = app.frame
+        owned = frame.locator("[data-test=nat-owned]")
         owned.wait_for()
         tags = owned.locator("[data-nat-owned]")
         assert {tags.nth(i).get_attribute("data-nat-owned") for i in range(tags.count())} == \
             {"externip", "localnets"}
         assert translations("en")["plan.setting.externip"] in owned.inner_text()
+
+        # someone sets another external address in FreePBX: a conflict in the NAT form
+        sandbox.sql("UPDATE kvstore_Sipsettings SET val='203.0.113.9' WHERE `key`='externip' AND id='noid'")
+        frame.locator("[data-test=refresh-trunks]").click()
+        conflict = frame.locator('[data-test=nat-conflicts] [data-conflict="nat:nethvoice1:externip"]')
+        conflict.wait_for()
+        assert conflict.locator("[data-test=conflict-ours] .value").inner_text() == "203.0.113.5"
+        assert conflict.locator("[data-test=conflict-theirs] .value").inner_text() == "203.0.113.9"
+        conflict.locator("[data-test=keep-theirs]").click()
+        modal = frame.locator("[data-test=resolve-modal]")
+        modal.locator(".plan-change[data-op=release_nat]").wait_for()
+        app.modal_primary("resolve-modal").click()
+        wait_gone(conflict, "the conflict to leave the NAT form")
+        wait_for(lambda: owned.locator("[data-nat-owned]").count() == 1, 30, "externip no longer owned")
+        assert owned.locator("[data-nat-owned=localnets]").count() == 1
+        assert externip_rows(sandbox) == [["203.0.113.9"]]
     finally:
-        configure(sandbox, {"nat": None})
+        configure(sandbox, {"nat": None})  # gives back what the module still owns
+        if original:
+            sandbox.sql(f"UPDATE kvstore_Sipsettings SET val='{original[0][0]}' WHERE `key`='externip' "
+                        "AND id='noid'")
+        else:
+            sandbox.sql("DELETE FROM kvstore_Sipsettings WHERE `key`='externip' AND id='noid'")
+        assert externip_rows(sandbox) == original
 
 
 def test_check_now_does_not_repair_unless_asked(app, sandbox, bypassed_trunk):
