@@ -112,6 +112,25 @@ def test_trunk_conflict_on_the_status_page_with_both_ways_out(app, sandbox, bypa
     wait_for(lambda: not app.pending_task_listeners(), 10, "task listeners to be released")
 
 
+def test_a_conflicts_values_are_shown_as_text_never_as_markup(app, sandbox, bypassed_trunk):
+    markup = '<b data-test="injected">x</b>'
+    set_outbound_proxy(sandbox, markup)  # FreePBX takes any text there
+    frame = app.frame
+    frame.locator("[data-test=refresh-status]").click()
+    conflict = frame.locator(f'[data-test=checks] .conflict[data-conflict="{TRUNK_KEY}"]')
+    conflict.wait_for()
+    assert markup in conflict.locator(".bx--inline-notification__subtitle").inner_text()
+    assert conflict.locator("[data-test=conflict-theirs] .value").inner_text() == markup
+    assert frame.locator("[data-test=injected]").count() == 0
+    conflict.locator("[data-test=put-ours-back]").click()
+    modal = frame.locator("[data-test=resolve-modal]")
+    modal.locator(".plan-change[data-op=bypass_trunk]").wait_for()
+    assert markup in modal.inner_text() and frame.locator("[data-test=injected]").count() == 0
+    modal.locator(".bx--modal-footer .bx--btn--secondary").click()  # Cancel: nothing changes
+    modal.wait_for(state="hidden")
+    assert outbound_proxy(sandbox, TRUNK_ID) == markup
+
+
 def test_trunks_page_shows_the_value_given_back_and_the_conflict(app, sandbox, bypassed_trunk):
     en = translations("en")
     app.go("trunks")
