@@ -310,7 +310,7 @@ def test_domain_aliases_preview_apply_and_field_errors(app, sandbox):
     error.wait_for()
     assert error.inner_text().strip() == "; ".join([
         message("en", "validation.domain_aliases_owned_by_nethvoice", value=own_host),
-        message("en", "validation.domain_aliases_format", value="not a domain!")])
+        message("en", "validation.domain_aliases_invalid_character", value="not a domain!")])
     assert modal.is_hidden()
 
     field.fill(alias)
