@@ -181,9 +181,12 @@ def list_port_forwards(_data=None):
     zone_rules = observed[zone][RUNTIME] | observed[zone][PERMANENT]
     proxy = [r.to_rich_rule() for r in plan.proxy_rules(zone_rules)]
     ours = plan.known_rules(record.forwards, cluster.nethvoice, observed)
+    conflicts = [plan.plan_reconcile(e, plan.desired_rule(e, cluster.nethvoice), observed).conflict
+                 for e in record.forwards.values()]
     return {
         "zone": zone,
         "forwards": view.describe_all(record.forwards, cluster.nethvoice, observed),
+        "conflicts": [c.to_json() for c in conflicts if c],
         "proxy_rules": proxy,
         "other_rules": sorted(r for r in zone_rules - ours - set(proxy) if "forward-port" in r),
     }

@@ -32,7 +32,7 @@ def self_check(data=None):
     checked_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds")
     findings = metrics.severity_counts(bypass["checks"])
     ok = not findings["error"] and all(p["ok"] for p in probes)
-    summary = {"checked_at": checked_at, "result": "ok" if ok else "problems", "findings": findings,
+    summary = {"checked_at": checked_at, "result": "ok" if ok else "problems", "findings": findings, "repair": repair,
                "probes_failed": sum(not p["ok"] for p in probes), "repaired": len(repaired),
                "repairs_total": total}
     store.write_file(RESULT_FILE, json.dumps(summary, indent=2) + "\n")
