@@ -36,13 +36,16 @@ def test_an_invite_with_compact_headers_folded_lines_and_a_body():
     message = sipmsg.parse(INVITE)
     assert message == sipmsg.SipMessage(
         method="INVITE", request_uri=Uri("sip", "0512345601", "pbx.example.org", None), status=None, reason="",
-        via=Via("UDP", "203.0.113.10", 5060, "z9hG4bK-524287-1", None, ""),
-        from_addr=Address(Uri("sip", "+390612345678", "trunk.example.net", None), "as1f2e"),
-        to_addr=Address(Uri("sip", "0512345601", "pbx.example.org", None), ""),
         call_id="5f1c9a@203.0.113.10", cseq=CSeq(101, "INVITE"), user_agent="Cirpack/v4.84 (gw1)", server="",
-        contact=Uri("sip", "+390612345678", "203.0.113.10", 5060), x_forwarded_for="",
-        content_length=len(SDP))
+        x_forwarded_for="", content_length=len(SDP),
+        via_header="SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-524287-1;rport",
+        from_header='"Sales; Rome <1>" <sip:+390612345678@trunk.example.net>;tag=as1f2e',
+        to_header="<sip:0512345601@pbx.example.org>", contact_header="<sip:+390612345678@203.0.113.10:5060>")
     assert message.is_request
+    assert message.via == Via("UDP", "203.0.113.10", 5060, "z9hG4bK-524287-1", None, "")
+    assert message.from_addr == Address(Uri("sip", "+390612345678", "trunk.example.net", None), "as1f2e")
+    assert message.to_addr == Address(Uri("sip", "0512345601", "pbx.example.org", None), "")
+    assert message.contact == Uri("sip", "+390612345678", "203.0.113.10", 5060)
 
 
 def test_a_reply_kamailio_sent():

