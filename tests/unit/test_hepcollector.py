@@ -46,6 +46,9 @@ async def test_a_burst_is_kept_whole_and_in_order():
         "kept_bytes": capture.counters.kept_bytes, "rcvbuf": capture.counters.rcvbuf}
     assert [m.sip.call_id for m in capture.messages] == [f"{n:06}@203.0.113.10" for n in range(3000)]
     assert capture.messages[0].hep.src == TRUNK and capture.messages[0].sip.method == "INVITE"
+    first = capture.to_json()["messages"][0]
+    assert (first["src"], first["sip"]["request_uri"]["user"]) == (list(TRUNK), "05****01")
+    assert "0512345601" not in str(capture.to_json())
 
 
 async def test_what_is_not_hep_or_not_sip_is_counted():

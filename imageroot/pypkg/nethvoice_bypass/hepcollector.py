@@ -71,11 +71,20 @@ class Captured:
     hep: hep.HepMessage
     sip: sipmsg.SipMessage | None
 
+    def to_json(self):
+        return {**self.hep.to_json(), "sip": self.sip.to_json() if self.sip else None}
+
 
 @dataclass(frozen=True)
 class Capture:
+    """What a window kept, in the order received, and how much it saw."""
+
     messages: tuple[Captured, ...]
     counters: Counters
+
+    def to_json(self):
+        """The derived fields only (hep and sipmsg leave the SIP text and the users out)."""
+        return {"messages": [m.to_json() for m in self.messages], "counters": self.counters.to_json()}
 
 
 class HepCollector:
