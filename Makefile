@@ -79,10 +79,12 @@ sandbox-stop: venv
 image: ui
 	./build-images.sh
 
-# Side by side with the manual firewall-cmd procedure, and get-status's cost.
+# Side by side with the manual firewall-cmd procedure, get-status's cost, and the HEP
+# collector of diagnose-sip at increasing rates.
 bench: deps validator
 	$(PY) bench/port_forwards.py
 	$(PY) bench/get_status.py
+	$(PY) bench/diagnose.py
 
 clean:
 	rm -rf $(VENV) $(VENV_EL9) $(VALIDATOR) .pytest_cache .ruff_cache tests/artifacts

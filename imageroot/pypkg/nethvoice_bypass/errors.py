@@ -67,6 +67,10 @@ class Busy(Failure):
     """Another task holds the module's state lock longer than a step waits for it."""
 
 
+class CaptureBusy(Failure):
+    """Another listener holds the port the proxy mirrors SIP to (a support session's sngrep)."""
+
+
 class RecordDamaged(ValueError):
     """bypass.json does not fit the record's shape: `path` says where."""
 
