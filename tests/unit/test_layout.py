@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 LIBRARY = Path(__file__).resolve().parents[2] / "imageroot/pypkg/nethvoice_bypass"
 PURE = {"errors", "model", "record", "record_v1", "checked", "changes", "conflicts", "trail", "sipsettings", "forward_plan",
         "forward_view", "forward_requests", "bypass_plan", "bypass_request", "checks", "metrics", "status_view",
-        "guards", "port_guards", "hep", "sipmsg"}
+        "guards", "port_guards", "hep", "sipmsg", "diagnosis", "diagnosis_sources"}
 ADAPTERS = {  # module: the outside system it talks to
     "firewalld": "firewalld (D-Bus)", "fwbus": "firewalld (D-Bus, also as a helper)",
     "freepbx": "FreePBX (runagent + mysql, fwconsole)", "cluster": "the cluster Redis",
@@ -37,7 +37,7 @@ def test_every_module_is_in_a_room():
     orchestration = modules - PURE - set(ADAPTERS)
     assert orchestration == {"forward_actions", "forward_changes", "bypass_actions", "reconcile", "status",
                              "verify", "selfcheck", "monitoring", "lifecycle", "exporter", "step", "keeper",
-                             "migration"}
+                             "migration", "siptrace_guard"}
 
 
 IO = {"os", "subprocess", "socket", "asyncio", "shutil", "fcntl", "redis", "dbus", "aiohttp", "urllib"}
