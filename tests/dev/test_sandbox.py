@@ -440,7 +440,7 @@ def test_list_routes_through_the_api_server_returns_nethvoices_route(sandbox, cl
 ROUTE_ROUND_TRIP = """
 import json, sys
 from nethvoice_bypass import clusterapi
-from nethvoice_bypass.step import Failure
+from nethvoice_bypass.errors import Failure
 
 route = json.loads(sys.argv[1])
 out = {"add": clusterapi.run_task("nethvoice-proxy1", "add-route", route)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from nethvoice_bypass import clusterapi
-from nethvoice_bypass.step import Failure
+from nethvoice_bypass.errors import Failure
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "dev/proxy-standin"))

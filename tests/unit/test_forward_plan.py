@@ -5,6 +5,7 @@ import pytest
 from builders import NV, OLD_RULE, RULE, agent_format, entry, observed, ops
 from nethvoice_bypass import forward_plan as forwards
 from nethvoice_bypass.cluster import ClusterView, image_name
+from nethvoice_bypass.errors import Refused
 from nethvoice_bypass.forward_requests import (
     check_forward_request,
     checked_requests,
@@ -12,7 +13,7 @@ from nethvoice_bypass.forward_requests import (
     new_entries,
     select_instance,
 )
-from nethvoice_bypass.model import ForwardRule, Refused
+from nethvoice_bypass.model import ForwardRule
 from nethvoice_bypass.record import Presence, Record
 
 pytestmark = pytest.mark.unit

@@ -37,7 +37,7 @@ def test_every_module_is_in_a_room():
     orchestration = modules - PURE - set(ADAPTERS)
     assert orchestration == {"forward_actions", "forward_changes", "bypass_actions", "reconcile", "status",
                              "verify", "selfcheck", "monitoring", "lifecycle", "exporter", "step", "keeper",
-                             "migration", "siptrace_guard"}
+                             "migration", "siptrace_guard", "diagnose_actions"}
 
 
 IO = {"os", "subprocess", "socket", "asyncio", "shutil", "fcntl", "redis", "dbus", "aiohttp", "urllib"}

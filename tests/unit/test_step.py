@@ -47,7 +47,7 @@ def test_output_is_one_json_document(tmp_path):
 def test_validation_failure_uses_agent_format_and_fd3(tmp_path):
     code, out, err, commands = run_step(tmp_path, """
         def main(data):
-            from nethvoice_bypass.model import Refused
+            from nethvoice_bypass.errors import Refused
             raise Refused.one("source", "host_bits_set", data["source"])
     """, {"source": "192.0.2.1/24"})
     assert code == 10
@@ -60,7 +60,7 @@ def test_validation_failure_uses_agent_format_and_fd3(tmp_path):
 def test_nested_field_parameter_is_first_component(tmp_path):
     code, out, _, _ = run_step(tmp_path, """
         def main(data):
-            from nethvoice_bypass.model import Refused
+            from nethvoice_bypass.errors import Refused
             raise Refused.one("forwards.1.source", "format", "x")
     """, None)
     assert code == 10

@@ -11,7 +11,7 @@ import functools
 import json
 import os
 
-from .step import Failure
+from .errors import Failure
 
 NETHVOICE_IMAGE = "nethvoice"
 PROXY_IMAGE = "nethvoice-proxy"

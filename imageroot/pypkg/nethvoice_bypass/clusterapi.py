@@ -28,7 +28,7 @@ import os
 import re
 import time
 
-from .step import Failure
+from .errors import Failure
 
 DEFAULT_ENDPOINT = "http://cluster-leader:9311"
 ENDPOINT_ENV = "NETHVOICE_BYPASS_API_ENDPOINT"

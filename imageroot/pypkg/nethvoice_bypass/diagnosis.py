@@ -111,10 +111,11 @@ def _follow(messages, ctx, window_end):
             continue
         if not ladder or ladder[-1] != step:
             ladder.append(step)
-        if m.sip.is_request and _is_proxy(m.hep.src, ctx) and m.hep.dst != source and relayed_to is None:
+        if m.sip.is_request and _is_proxy(m.hep.src, ctx) and m.hep.dst[0] != source[0] and relayed_to is None:
             relayed_to = m.hep.dst
         elif not m.sip.is_request and m.sip.status >= 200:
-            if m.hep.dst == source and _is_proxy(m.hep.src, ctx) and final_to_source is None:
+            # the device by address only: over TCP the mirror shows the Via port, not the connection's
+            if m.hep.dst[0] == source[0] and _is_proxy(m.hep.src, ctx) and final_to_source is None:
                 final_to_source = m
             elif relayed_to is not None and m.hep.src == relayed_to and instance_answer is None:
                 instance_answer = m.sip.status
@@ -136,7 +137,7 @@ def _follow(messages, ctx, window_end):
 
 
 def _role(addr, source, ctx):
-    if addr == source:
+    if addr[0] == source[0]:
         return "device"
     if _is_proxy(addr, ctx):
         return "proxy"

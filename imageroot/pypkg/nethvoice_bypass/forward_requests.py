@@ -3,9 +3,10 @@ before anything is read, then resolved into intent entries on what was read."""
 
 from dataclasses import replace
 
+from .errors import InvalidValue, Refused, problem
 from .forward_plan import target_port
 from .guards import check_forward_port, check_source, duplicate_sources
-from .model import SIP_PORT, InvalidValue, Refused, family_of, forward_id, problem
+from .model import SIP_PORT, family_of, forward_id
 from .record import ForwardEntry
 
 

@@ -3,7 +3,7 @@
 import os
 
 from .cluster import image_name, read_cluster
-from .step import Failure
+from .errors import Failure
 
 IMAGE = "nethvoice-bypass"
 

@@ -10,7 +10,7 @@ import ipaddress
 import shlex
 from dataclasses import dataclass
 
-from .errors import InvalidValue, Refused, problem  # noqa: F401 - re-exported for the pure core
+from .errors import InvalidValue
 
 FAMILIES = ("ipv4", "ipv6")
 PROTOCOLS = ("udp", "tcp")

@@ -7,7 +7,8 @@ import secrets
 import yaml
 
 from . import cluster, metrics, systemd
-from .step import Failure, read_env, set_env
+from .errors import Failure
+from .step import read_env, set_env
 
 FIELD = "bypass"  # the field of module/<id>/metrics_targets and metrics_alert_rules
 

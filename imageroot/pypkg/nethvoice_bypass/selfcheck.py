@@ -11,8 +11,8 @@ import time
 
 from . import metrics, reconcile, status, verify
 from .changes import FLUSH_CONNTRACK, RECORD_OPS
-from .model import Refused
-from .step import Failure, PartialFailure, log
+from .errors import Failure, PartialFailure, Refused
+from .step import log
 from .store import Store
 
 RESULT_FILE = status.SELF_CHECK_RESULT

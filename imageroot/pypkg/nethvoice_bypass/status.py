@@ -10,7 +10,8 @@ naming what is down; every read is bounded to a few seconds. The view is status_
 from concurrent.futures import ThreadPoolExecutor
 
 from . import checks, conntrack, corestatus, keeper, status_view
-from .step import Failure, log
+from .errors import Failure
+from .step import log
 from .store import Store
 
 SELF_CHECK_RESULT = "selfcheck.json"  # in the state dir: the last self-check's summary

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from .errors import Cancelled, Failure, PartialFailure, Refused  # noqa: F401 - re-exported
+from .errors import Cancelled, Failure, PartialFailure, Refused
 from .store import write_atomically
 
 EXIT_VALIDATION_FAILED = 10

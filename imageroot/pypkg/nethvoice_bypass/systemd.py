@@ -5,7 +5,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from .step import Failure, log
+from .errors import Failure
+from .step import log
 from .store import write_atomically
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "systemd"

@@ -11,11 +11,12 @@ import ipaddress
 
 from . import keeper, nft, sipprobe
 from .cluster import read_cluster
+from .errors import Failure, Refused, problem
 from .firewalld import Firewalld
 from .forward_plan import target_port
 from .forward_requests import select_instance
-from .model import Refused, parse_rich_rule, problem
-from .step import Failure, log
+from .model import parse_rich_rule
+from .step import log
 from .store import Store
 
 LOOPBACK = {"ipv4": "127.0.0.1", "ipv6": "::1"}
