@@ -253,7 +253,7 @@ def test_sipsak_is_dropped_by_the_proxy_and_answered_by_asterisk(sandbox, remote
     with pytest.raises(subprocess.TimeoutExpired):
         remote("sipsak", "-s", f"sip:{NODE['ipv4']}:{PROXY_PORT}", timeout=3)
     log = (Path(sandbox.state["logs"]) / "sip-proxy.log").read_text()
-    assert re.search(r"OPTIONS call-id=.* ua='sipsak [^']*' dropped", log)
+    assert re.search(r"OPTIONS call-id=.* ua='sipsak [^']*' xff='' dropped", log)
 
 
 # -- runagent and the NethVoice stand-in ---------------------------------------------
