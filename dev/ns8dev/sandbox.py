@@ -13,7 +13,10 @@ module per service:
 - redis (ns8dev.redis_server): on 127.0.0.1 of the root namespace, a leader and the
   node's replica, seeded like a cluster with NS8's ACLs, roles and grants;
 - mariadb (ns8dev.mariadb): NethVoice's FreePBX tables;
-- the proxy (ns8dev.proxy) for the NethVoice proxy, in the node namespace;
+- the proxy (ns8dev.proxy): Debian's Kamailio in the node namespace, configured to
+  make the NethVoice proxy's routing decisions, its tables written by the proxy
+  stand-in's route actions; a relay (ns8dev.loopback_relay) joins the root
+  namespace's 127.0.0.1:5060 (SIP, JSON-RPC) and 127.0.0.1:5065 (HEP) to the node's;
 - asterisk (ns8dev.asterisk): SIP responders on the NethVoice instance's SIP ports;
 - the cluster side (ns8dev.cluster): the nethvoice-proxy stand-in's agent
   (dev/proxy-standin: the proxy's route actions) and the api-server stand-in
@@ -93,7 +96,7 @@ class Sandbox:
     NETHVOICE_BYPASS_API_ENDPOINT in the node's agent.env; the cluster-admin page at
     api_url + "/"), admin ({"username", "password"} of the UI user), firewalld (the
     Firewalld harness: firewall_cmd, nft). Commands: remote(), node(), in_netns(),
-    runagent(), sql(), redis_client(), agent_env().
+    runagent(), sql(), redis_client(), agent_env(), proxy_rpc(), proxy_routes().
     """
 
     def __init__(self, root, start_agent=True, foreground=False, profile=DEFAULT_PROFILE):
@@ -226,7 +229,7 @@ class Sandbox:
         mariadb.seed(self.mariadb, nv)
 
     def _sip_responders(self):
-        """The proxy and Asterisk's SIP side."""
+        """The proxy (Kamailio) and Asterisk's SIP side, started together."""
         for service in (proxy.start(self), asterisk.start(self, self.environments[NETHVOICE_ID])):
             service.wait()
 
@@ -374,6 +377,19 @@ class Sandbox:
         host, port = creds["address"].split(":")
         return redis.Redis(host=host, port=int(port), username=creds["user"],
                            password=creds["password"], decode_responses=True)
+
+    def proxy_rpc(self, method, *params):
+        """A JSON-RPC call to this sandbox's Kamailio from the node's 127.0.0.1 (the
+        root namespace's 127.0.0.1:5060 may be another sandbox's): the decoded answer."""
+        return proxy.rpc(self.netns["node"], method, *params, port=self.ports["proxy_sip"])
+
+    def proxy_routes(self):
+        """The proxy stand-in's routes as its tables hold them (what list-routes prints)."""
+        return cluster.proxy_standin().proxy_routes.list_routes(self.proxy["state_dir"])
+
+    def set_proxy_route(self, domain, address):
+        """Write a route in the proxy's tables behind everyone's back (no reload)."""
+        cluster.proxy_standin().proxy_routes.add_route(domain, address, self.proxy["state_dir"])
 
     def sql(self, query, database="asterisk"):
         """Rows of a query on the sandbox MariaDB, as lists of strings."""

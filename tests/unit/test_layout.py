@@ -15,7 +15,7 @@ ADAPTERS = {  # module: the outside system it talks to
     "freepbx": "FreePBX (runagent + mysql, fwconsole)", "cluster": "the cluster Redis",
     "clusterapi": "the cluster HTTP API", "proxy": "the proxy's route API", "conntrack": "conntrack",
     "nft": "nftables", "corestatus": "the core's get-status step", "systemd": "systemd",
-    "sipprobe": "SIP peers", "store": "the state dir",
+    "sipprobe": "SIP peers", "store": "the state dir", "kamailio": "the proxy's Kamailio (JSON-RPC)",
 }
 
 
