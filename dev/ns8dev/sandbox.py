@@ -156,15 +156,14 @@ class Sandbox:
     def up(self):
         started = time.monotonic()
         self._prepare_root()
+        steps = self.state["startup_steps"] = {}
         try:
-            self._network()
-            self._firewalld()
-            self._redis()
-            self._cluster()  # starts the proxy agent and the api-server, waited for last
-            self._mariadb()
-            self._sip_responders()
-            self._install_modules()
-            self._services()
+            for step in (self._network, self._firewalld, self._redis,
+                         self._cluster,  # starts the proxy agent and the api-server, waited for last
+                         self._mariadb, self._sip_responders, self._install_modules, self._services):
+                began = time.monotonic()
+                step()
+                steps[step.__name__.lstrip("_")] = round(time.monotonic() - began, 2)
         except BaseException:
             log("start-up failed, cleaning up")
             self.down()
