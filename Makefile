@@ -11,7 +11,7 @@ PROFILE ?= debian12
 # (python3-dbus comes from Debian); ours is built the same way.
 SYSTEM_PYTHON := /usr/bin/python3
 DEB_PACKAGES := python3-venv firewalld nftables python3-dbus python3-firewall dbus iproute2 \
-	redis-server mariadb-server conntrack sip-tester sipsak buildah chromium \
+	redis-server mariadb-server conntrack sip-tester sipsak kamailio buildah chromium \
 	golang-go golang-github-xeipuuv-gojsonschema-dev prometheus prometheus-alertmanager systemd
 PYTEST_ARGS ?=
 # Carbon packages ship a telemetry reporter; never let it start (ui/.npmrc also skips install scripts)

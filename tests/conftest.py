@@ -80,7 +80,7 @@ def remote(sandbox):
     return sandbox.remote
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cluster_api(sandbox):
     """The sandbox's api-server stand-in: call(), login(), run_task() (see ClusterApi)."""
     return ClusterApi(sandbox.api_url, sandbox.admin)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A real firewalld in its own network namespace on a private D-Bus system bus.
 
 The recipe of firewalld's own test suite: private dbus-daemon, `--system-config`
@@ -102,3 +103,39 @@ class Firewalld:
     def set_conf(self, key, value):
         """Change firewalld.conf (e.g. StrictForwardPorts); takes effect on restart."""
         self._set_conf(key, value)
+
+
+def start_on_node(sb, nethvoice_env, proxy_rules):
+    """The node's firewalld, with what the NS8 node actions would have done for
+    NethVoice and its proxy: add-public-service (a firewalld service in the default
+    zone), add-rich-rules (permanent, then reload), and the trusted zone for wg0."""
+    from .node import CLUSTER_NETWORK, NETHVOICE_ID, PROXY_ID, Started
+
+    fw = Firewalld(str(sb.run_dir / "firewalld"), sb.netns["node"])
+    try:
+        fw.start()
+    finally:  # record whatever did start
+        for name, popen in (("dbus", fw.dbus), ("firewalld", fw.daemon)):
+            if popen is not None:
+                sb.track(name, popen)
+    nv = nethvoice_env
+    services = {
+        PROXY_ID: ["5060/tcp", "5060/udp", "5061/tcp", "10000-20000/udp", "6060-6061/tcp", "6060/udp"],
+        NETHVOICE_ID: [f"{nv['ASTERISK_SIP_UDP_PORT']}/udp", f"{nv['NETHCTI_TLS_PORT']}/tcp",
+                       f"{nv['ASTERISK_RTPSTART']}-{nv['ASTERISK_RTPEND']}/udp",
+                       f"{nv['JANUS_RTPSTART']}-{nv['JANUS_RTPEND']}/udp"],
+    }
+
+    def cmd(*args):
+        res = fw.firewall_cmd(*args, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"firewall-cmd {' '.join(args)}: {res.stderr.strip()}")
+    for service, ports in services.items():
+        cmd("--permanent", f"--new-service={service}")
+        cmd("--permanent", f"--service={service}", *[f"--add-port={p}" for p in ports])
+    cmd("--permanent", *[f"--add-service={s}" for s in services])
+    cmd("--permanent", *[f"--add-rich-rule={r}" for r in proxy_rules])
+    cmd("--permanent", "--zone=trusted", "--add-interface=wg0")
+    cmd("--permanent", "--zone=trusted", f"--add-source={CLUSTER_NETWORK}")
+    cmd("--reload")
+    return fw, Started({"dbus": fw.dbus, "firewalld": fw.daemon})

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Stand-in for NS8's metrics module (NethServer/ns8-metrics) on the sandbox node:
 Debian's Prometheus and Alertmanager, provisioned from what modules publish, the way
 the metrics module does it on the leader:
@@ -145,3 +146,42 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def start(sb):
+    """The metrics module stand-in on the sandbox node: Prometheus and Alertmanager in
+    the node namespace, and an agent whose event handlers provision them."""
+    from . import procs
+    from .cluster import wait_polling
+    from .node import DEV, METRICS_ID, Started, read_env, runner_env, write_env
+    from .seeds import module_environment
+
+    install = sb.root / "home" / METRICS_ID / ".config"
+    state = install / "state"
+    state.mkdir(parents=True)
+    (install / "events").symlink_to(DEV / "metrics-standin/events")
+    write_env(state / "environment", module_environment(METRICS_ID, "ghcr.io/nethserver/metrics:latest"))
+    write_env(state / "agent.env", {"REDIS_USER": f"module/{METRICS_ID}",
+                                    "REDIS_PASSWORD": sb.redis["passwords"][METRICS_ID],
+                                    "PYTHONPATH": DEV, "PATH": read_env(sb.env_file)["PATH"]}, 0o600)
+    p = sb.ports
+    prepare(state, f"127.0.0.1:{p['alertmanager']}")
+    node = ["ip", "netns", "exec", sb.netns["node"]]
+    popens = {"alertmanager": sb.spawn("alertmanager", [
+        *node, "prometheus-alertmanager", f"--config.file={state / 'alertmanager.yml'}",
+        f"--storage.path={state / 'alertmanager'}", "--cluster.listen-address=",
+        f"--web.listen-address=127.0.0.1:{p['alertmanager']}"])}
+    popens["prometheus"] = sb.spawn("prometheus", [
+        *node, "prometheus", f"--config.file={state / 'prometheus.yml'}", f"--storage.tsdb.path={state / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{p['prometheus']}"])
+    (state / "prometheus.pid").write_text(str(popens["prometheus"].pid))
+    popens["metrics-agent"] = sb.spawn("metrics-agent", [
+        sys.executable, "-m", "ns8dev.agent", "serve", "--agent-id", f"module/{METRICS_ID}",
+        "--install-dir", install, "--env-file", sb.env_file], env=runner_env(sb.env_file), cwd=state)
+    sb.metrics = {"state_dir": str(state), "prometheus": f"http://127.0.0.1:{p['prometheus']}",
+                  "alertmanager": f"http://127.0.0.1:{p['alertmanager']}"}
+    sb.state["metrics"] = sb.metrics
+    sb.save()
+    return Started(popens, lambda: (wait_polling(sb, "metrics-agent", f"module/{METRICS_ID}"),
+                                    procs.wait_for(lambda: sb.prometheus_api("/-/ready", raw=True), 30,
+                                                   "Prometheus")))

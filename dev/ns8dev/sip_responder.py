@@ -4,10 +4,13 @@ Stands in for the NethVoice proxy (Kamailio, `Server: NethServer 8 <id>`) and fo
 Asterisk (`Server: Asterisk PBX`) in the sandbox, so a probe can tell who answered.
 Stdlib only; listens on UDP and TCP, IPv4 and IPv6 (one dual-stack socket each).
 
-    python -m ns8dev.sip_responder --server "Asterisk PBX" --listen udp:20040 --listen tcp:20024
+    python -m ns8dev.sip_responder --server "Asterisk PBX" --listen udp:20040 --listen tcp:20024 \
+        --listen udp:20024@10.5.4.1
 
+(`@HOST`: that listener on that address only, instead of every --host.)
 One log line per request on stdout, e.g.
-    udp 192.0.2.10:40000 -> 5060 OPTIONS call-id='abc@h' ua='probe' answered
+    udp 192.0.2.10:40000 -> 5060 OPTIONS call-id='abc@h' ua='probe' xff='' answered
+(xff: the X-Forwarded-For header the proxy adds to the INVITEs it relays.)
 and the line `ready` once every listener is bound.
 """
 
@@ -76,13 +79,14 @@ class Responder:
         host, port = plain_host(peer[0]), peer[1]
         ua = next((v for low, _, v in headers if low == "user-agent"), "")
         call_id = next((v for low, _, v in headers if low == "call-id"), "")
+        xff = next((v for low, _, v in headers if low == "x-forwarded-for"), "")
         verdict = "answered"
         if method == "ACK":
             verdict = "ignored"
         elif self.drop and self.drop.search(ua):
             verdict = "dropped"  # like Kamailio: no reply at all
         print(f"{transport} {host}:{port} -> {local_port} {method} call-id={call_id!r} "
-              f"ua={ua!r} {verdict}", flush=True)
+              f"ua={ua!r} xff={xff!r} {verdict}", flush=True)
         if verdict != "answered":
             return None
         out = ["SIP/2.0 200 OK"]
@@ -172,7 +176,8 @@ async def take_over_when_free(responder, host, proto, port):
 
 async def serve(responder, listeners, hosts=("::",), shared=False):
     waiting = []
-    for host, (proto, port) in ((h, listener) for h in hosts for listener in listeners):
+    pairs = [(h, (proto, port)) for proto, port, only in listeners for h in ([only] if only else hosts)]
+    for host, (proto, port) in pairs:
         try:
             sock = dual_stack_socket(socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM, host, port)
         except OSError as err:
@@ -187,17 +192,18 @@ async def serve(responder, listeners, hosts=("::",), shared=False):
 
 
 def parse_listen(value):
-    proto, _, port = value.partition(":")
+    proto, _, rest = value.partition(":")
+    port, _, host = rest.partition("@")
     if proto not in ("udp", "tcp") or not port.isdigit():
-        raise argparse.ArgumentTypeError("expected udp:PORT or tcp:PORT")
-    return proto, int(port)
+        raise argparse.ArgumentTypeError("expected udp:PORT or tcp:PORT, optionally @HOST")
+    return proto, int(port), host or None
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help="value of the Server header")
     parser.add_argument("--listen", type=parse_listen, action="append", required=True,
-                        metavar="udp:PORT|tcp:PORT")
+                        metavar="udp:PORT|tcp:PORT[@HOST]")
     parser.add_argument("--host", action="append", help="bind address, repeatable (default dual-stack ::)")
     parser.add_argument("--shared", action="store_true",
                         help="skip an address:port already taken (by another sandbox's same stand-in)")

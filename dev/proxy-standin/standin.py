@@ -1,8 +1,10 @@
 """A stand-in for the nethvoice-proxy module (nethesis/ns8-nethvoice-proxy), agent side.
 
-Its actions add-route, get-route, remove-route and list-routes carry the proxy's input
-and output schemas and keep the routes in <state>/routes.json (pypkg/proxy_routes.py
-says what behaviour is mirrored). It runs under dev/ns8dev/agent.py like any module:
+Its actions add-route, get-route, remove-route, list-routes and add-trunk, get-trunk,
+remove-trunk, list-trunks carry the proxy's input and output schemas, write the rows
+the real ones write into the db_text tables Kamailio reads (<state>/kamailio-db) and
+reload Kamailio as they do (pypkg/proxy_routes.py says what behaviour is mirrored).
+It runs under dev/ns8dev/agent.py like any module:
 
     install(install_dir, environment, redis_password)   # lay out ~nethvoice-proxy1/.config
     seed_route(state_dir, **nethvoice_route(nv_env, proxy_env))  # NethVoice's own route
@@ -46,6 +48,7 @@ def install(install_dir, environment, redis_password, module_id=PROXY_ID, agent_
         if not link.exists():
             link.symlink_to(HERE / name)
     write_env(state / "environment", environment)
+    proxy_routes.create(state)
     write_env(state / "agent.env", {
         "REDIS_USER": f"module/{module_id}",
         "REDIS_PASSWORD": redis_password,
@@ -63,6 +66,7 @@ def nethvoice_route(nethvoice_env, proxy_env):
 
 
 def seed_route(state_dir, domain, address):
+    """A route written before Kamailio starts (it reads the tables then)."""
     proxy_routes.add_route(domain, address, directory=state_dir)
 
 
@@ -83,7 +87,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    seed = sub.add_parser("seed-route", help="add (or replace) a route in the stand-in's table")
+    seed = sub.add_parser("seed-route", help="add (or replace) a route in the stand-in's tables")
     seed.add_argument("--state-dir", required=True)
     seed.add_argument("--domain", required=True)
     seed.add_argument("--uri", required=True)

@@ -8,7 +8,6 @@ sandbox's real firewalld and MariaDB. Screenshots: tests/artifacts/*.png.
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from ns8dev.procs import wait_for
@@ -289,11 +288,8 @@ def test_nat_form_shows_errors_under_its_fields(app, sandbox):
 
 
 def test_domain_aliases_preview_apply_and_field_errors(app, sandbox):
-    routes_file = Path(sandbox.proxy["state_dir"]) / "routes.json"
-
-    def routed(domain):  # the proxy stand-in's route table: {"routes": [{"domain", "address"}]}
-        routes = json.loads(routes_file.read_text())["routes"] if routes_file.exists() else []
-        return domain in [r["domain"] for r in routes]
+    def routed(domain):  # in the proxy stand-in's tables
+        return domain in [r["domain"] for r in sandbox.proxy_routes()]
 
     alias = "pbx.e2e.example"
     assert run_action(sandbox, "configure-bypass", {"domain_aliases": []})["exit_code"] == 0

@@ -145,8 +145,7 @@ def test_drift_is_detected_and_reconciled(actions, sandbox, clean_site):
 
 
 def proxy_routes(sandbox):
-    stored = json.loads((Path(sandbox.proxy["state_dir"]) / "routes.json").read_text())["routes"]
-    return {r["domain"]: r for r in stored}
+    return {r["domain"]: r for r in sandbox.proxy_routes()}
 
 
 def test_domain_aliases_added_and_removed_without_touching_nethvoice_route(actions, sandbox, clean_site):

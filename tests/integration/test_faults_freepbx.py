@@ -2,12 +2,12 @@
 the middle of a change or does not answer, a reload that fails after the commit, and
 trunks that are already without the proxy when they are handed to the module."""
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from ns8dev import cluster
 from test_configure_bypass import PROXY_VALUE, outbound_proxy, reloads, site_state
 
 pytestmark = pytest.mark.integration
@@ -26,8 +26,7 @@ def clean_site(actions, sandbox):
 
 def proxy_routes(actions, sandbox):
     """The domains the proxy stand-in routes."""
-    table = json.loads((Path(sandbox.proxy["state_dir"]) / "routes.json").read_text())
-    return sorted(route["domain"] for route in table["routes"])
+    return sorted(route["domain"] for route in sandbox.proxy_routes())
 
 
 def managed(actions, trunk_name):
@@ -110,12 +109,9 @@ def test_a_database_failing_mid_change_changes_nothing(actions, sandbox, clean_s
 
 def test_a_failed_change_points_a_moved_alias_back(actions, sandbox, clean_site):
     actions.run("configure-bypass", {"domain_aliases": [ALIAS]})
-    routes_file = Path(sandbox.proxy["state_dir"]) / "routes.json"
-    table = json.loads(routes_file.read_text())
-    route = next(r for r in table["routes"] if r["domain"] == ALIAS)
+    route = next(r for r in sandbox.proxy_routes() if r["domain"] == ALIAS)
     moved = "sip:198.51.100.7:5080"  # the route re-pointed behind the module's back
-    route["address"] = [dict(a, uri=moved) for a in route["address"]]
-    routes_file.write_text(json.dumps(table))
+    sandbox.set_proxy_route(ALIAS, [dict(a, uri=moved) for a in route["address"]])
     sandbox.sql("CREATE TRIGGER fail_nat BEFORE INSERT ON kvstore_Sipsettings FOR EACH ROW "
                 "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'disk full'")
     try:
@@ -124,14 +120,11 @@ def test_a_failed_change_points_a_moved_alias_back(actions, sandbox, clean_site)
     finally:
         sandbox.sql("DROP TRIGGER fail_nat")
     assert result.exit_code == 1 and "route changes undone" in last_error(result)
-    table = json.loads(routes_file.read_text())
-    assert [a["uri"] for r in table["routes"] if r["domain"] == ALIAS for a in r["address"]] == [moved]
+    assert [a["uri"] for r in sandbox.proxy_routes() if r["domain"] == ALIAS for a in r["address"]] == [moved]
     # re-pointed by someone else, the route is theirs: the module's undo leaves it; so does the test's
     actions.run("configure-bypass", {"domain_aliases": []})
-    assert [a["uri"] for r in json.loads(routes_file.read_text())["routes"] if r["domain"] == ALIAS
-            for a in r["address"]] == [moved]
-    table["routes"] = [r for r in table["routes"] if r["domain"] != ALIAS]
-    routes_file.write_text(json.dumps(table))
+    assert [a["uri"] for r in sandbox.proxy_routes() if r["domain"] == ALIAS for a in r["address"]] == [moved]
+    cluster.proxy_standin().proxy_routes.remove_route(ALIAS, directory=sandbox.proxy["state_dir"])
 
 
 def row_is_free(sandbox):
