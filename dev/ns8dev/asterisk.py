@@ -12,15 +12,11 @@ from .node import ASTERISK_SERVER, DEV, Started, alive_or_raise, tail
 
 
 def listeners(env):
-    """Where Asterisk listens for SIP in a NethVoice environment. The proxy's route to
-    NethVoice (configure-module/60sip_proxy) names ASTERISK_SIP_PORT, and the proxy
-    relays over UDP: on the VPN address, where only the proxy reaches it, Asterisk
-    answers UDP there too when that port is TCP only (NethVoice >= 1.8)."""
+    """Where Asterisk listens for SIP in a NethVoice environment: TCP on ASTERISK_SIP_PORT,
+    UDP on ASTERISK_SIP_UDP_PORT (NethVoice >= 1.8; ASTERISK_SIP_PORT before), where the
+    proxy's route to NethVoice points (update-module.d/90repoint_sip_proxy)."""
     udp = env.get("ASTERISK_SIP_UDP_PORT") or env["ASTERISK_SIP_PORT"]
-    out = [f"--listen=tcp:{env['ASTERISK_SIP_PORT']}", f"--listen=udp:{udp}"]
-    if udp != env["ASTERISK_SIP_PORT"]:
-        out.append(f"--listen=udp:{env['ASTERISK_SIP_PORT']}@{env['PROXY_IP']}")
-    return out
+    return [f"--listen=tcp:{env['ASTERISK_SIP_PORT']}", f"--listen=udp:{udp}"]
 
 
 def start(sb, env):

@@ -4,8 +4,7 @@ Stands in for the NethVoice proxy (Kamailio, `Server: NethServer 8 <id>`) and fo
 Asterisk (`Server: Asterisk PBX`) in the sandbox, so a probe can tell who answered.
 Stdlib only; listens on UDP and TCP, IPv4 and IPv6 (one dual-stack socket each).
 
-    python -m ns8dev.sip_responder --server "Asterisk PBX" --listen udp:20040 --listen tcp:20024 \
-        --listen udp:20024@10.5.4.1
+    python -m ns8dev.sip_responder --server "Asterisk PBX" --listen udp:20040 --listen tcp:20024
 
 (`@HOST`: that listener on that address only, instead of every --host.)
 One log line per request on stdout, e.g.

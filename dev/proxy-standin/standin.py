@@ -59,9 +59,11 @@ def install(install_dir, environment, redis_password, module_id=PROXY_ID, agent_
 
 
 def nethvoice_route(nethvoice_env, proxy_env):
-    """The route NethVoice's configure-module/60sip_proxy adds for itself."""
+    """The route NethVoice's configure-module/60sip_proxy adds for itself: to Asterisk's UDP
+    listener, ASTERISK_SIP_UDP_PORT since 1.8 (update-module.d/90repoint_sip_proxy)."""
+    port = nethvoice_env.get("ASTERISK_SIP_UDP_PORT") or nethvoice_env["ASTERISK_SIP_PORT"]
     return {"domain": nethvoice_env["NETHVOICE_HOST"],
-            "address": [{"uri": f"sip:{proxy_env['SERVICE_IP']}:{nethvoice_env['ASTERISK_SIP_PORT']}",
+            "address": [{"uri": f"sip:{proxy_env['SERVICE_IP']}:{port}",
                          "description": nethvoice_env["MODULE_ID"]}]}
 
 

@@ -27,9 +27,9 @@ MEDIANT, OTHER, NODE = (sbx.ADDRESSES[k] for k in ("mediant", "other", "node"))
 PROXY_PORT, ASTERISK_UDP, ASTERISK_TCP = (
     sbx.PORTS[k] for k in ("proxy_sip", "asterisk_sip_udp", "asterisk_sip_tcp"))
 PROXY = "module/nethvoice-proxy1"
-# configure-module/60sip_proxy of NethVoice: its host name to Asterisk's SIP TCP port
+# configure-module/60sip_proxy of NethVoice 1.8: its host name to Asterisk's SIP UDP port
 NV_ROUTE = {"domain": "voice.example.org",
-            "address": [{"uri": "sip:10.5.4.1:20024", "description": "nethvoice1"}]}
+            "address": [{"uri": "sip:10.5.4.1:20040", "description": "nethvoice1"}]}
 
 
 # -- a small stdlib SIP client (field-notes §6) -------------------------------------

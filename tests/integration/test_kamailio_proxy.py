@@ -160,7 +160,7 @@ def test_an_invite_without_a_destination_gets_404(sandbox, tmp_path, routes):
     assert sipp(sandbox, tmp_path, "rejected-404.xml", f"sip:0666@{NODE}") == 0
 
 
-@pytest.mark.parametrize("domain, port", [("voice.example.org", 20024), (ALIAS, 20040)])
+@pytest.mark.parametrize("domain, port", [("voice.example.org", 20040), (ALIAS, 20040)])
 def test_an_invite_for_a_routed_domain_reaches_asterisk_with_x_forwarded_for(sandbox, tmp_path, routes,
                                                                               domain, port):
     user = f"1{uuid.uuid4().int % 10**6:06d}"
@@ -254,7 +254,7 @@ def test_the_adapter_reads_the_live_tables(sandbox, routes):
     assert {(r["match"], r["match_op"]) for r in rpc(sandbox, kamailio.dialplan, 5060, 2)} == {
         (f"sip:{RULE}.*@.*", 1)}
     dests = {d["uri"]: d for d in rpc(sandbox, kamailio.dispatcher_list, 5060)}
-    assert dests["sip:10.5.4.1:20024"]["active"] and dests[ASTERISK_UDP]["flags"].startswith("A")
+    assert dests[ASTERISK_UDP]["active"] and dests[ASTERISK_UDP]["flags"].startswith("A")
 
 
 def test_the_adapter_fails_in_one_line(sandbox):
