@@ -10,6 +10,8 @@ import sys
 from . import procs
 from .node import ASTERISK_SERVER, DEV, Started, alive_or_raise, tail
 
+REJECTED_USER = "0599000403"
+
 
 def listeners(env):
     """Where Asterisk listens for SIP in a NethVoice environment: TCP on ASTERISK_SIP_PORT,
@@ -21,7 +23,10 @@ def listeners(env):
 
 def start(sb, env):
     """sip-asterisk in the node namespace, sip-asterisk-lo on the root's loopback."""
-    return start_responders(sb, {"sip-asterisk": ["--server", ASTERISK_SERVER, *listeners(env)]},
+    # a number no trunk accepts: Asterisk refuses it (403), as it does a provider whose
+    # address no trunk matches
+    return start_responders(sb, {"sip-asterisk": ["--server", ASTERISK_SERVER, *listeners(env),
+                                                  f"--reject={REJECTED_USER}=403"]},
                             loopback=("127.0.0.1", "::1"))
 
 

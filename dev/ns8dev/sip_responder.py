@@ -63,10 +63,14 @@ def fill_via(value, host, port):
     return value
 
 
+REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 486: "Busy Here", 503: "Service Unavailable"}
+
+
 class Responder:
-    def __init__(self, server, drop_user_agent=None):
+    def __init__(self, server, drop_user_agent=None, reject=()):
         self.server = server
         self.drop = re.compile(drop_user_agent) if drop_user_agent else None
+        self.reject = dict(reject)  # Request-URI user -> status code, as Asterisk refuses a call
 
     def handle(self, data, transport, peer, local_port):
         """Return the reply bytes for one request, or None (dropped, ACK, not a request)."""
@@ -85,10 +89,12 @@ class Responder:
         elif self.drop and self.drop.search(ua):
             verdict = "dropped"  # like Kamailio: no reply at all
         print(f"{transport} {host}:{port} -> {local_port} {method} call-id={call_id!r} "
-              f"ua={ua!r} xff={xff!r} {verdict}", flush=True)
+              f"ua={ua!r} xff={xff!r} {verdict}", flush=True)  # a rejected request is answered too
         if verdict != "answered":
             return None
-        out = ["SIP/2.0 200 OK"]
+        user = re.match(r"\S+ sips?:([^@;>\s]+)@", start)
+        code = self.reject.get(user.group(1) if user else "", 200)
+        out = [f"SIP/2.0 {code} {REASONS.get(code, 'OK')}"]
         first_via = True
         for low, _, value in headers:
             if low not in COPIED:
@@ -206,12 +212,16 @@ def main(argv=None):
     parser.add_argument("--host", action="append", help="bind address, repeatable (default dual-stack ::)")
     parser.add_argument("--shared", action="store_true",
                         help="skip an address:port already taken (by another sandbox's same stand-in)")
+    parser.add_argument("--reject", metavar="USER=CODE", action="append", default=[],
+                        type=lambda v: (v.split("=", 1)[0], int(v.split("=", 1)[1])),
+                        help="answer requests for this Request-URI user with this code (e.g. 0599000403=403)")
     parser.add_argument("--drop-user-agent", metavar="REGEX",
                         help="silently drop requests whose User-Agent matches (re.search), "
                         f"like the proxy's scanner list: {PROXY_SCANNER_UA}")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(Responder(args.server, args.drop_user_agent), args.listen, args.host or ["::"], args.shared))
+        responder = Responder(args.server, args.drop_user_agent, args.reject)
+        asyncio.run(serve(responder, args.listen, args.host or ["::"], args.shared))
     except KeyboardInterrupt:
         pass
 

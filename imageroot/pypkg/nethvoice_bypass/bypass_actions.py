@@ -20,7 +20,7 @@ from .conflicts import NONE
 from .errors import Failure, Refused
 from .forward_requests import select_instance
 from .record import Task
-from .step import critical, log, set_progress, stop_if_cancelled
+from .step import SD_WARNING, critical, log, set_progress, stop_if_cancelled
 from .store import Store, now
 
 
@@ -103,6 +103,7 @@ def apply_configuration(store, record, cluster, instance, changes, after, reload
                                                                  pending=task)).to_json())
     try:
         done_routes = proxy.apply_routes(cluster, changes, routes)
+        not_live = proxy.make_live(cluster, done_routes)
         try:
             set_progress(60)
             stop_if_cancelled()
@@ -128,4 +129,7 @@ def apply_configuration(store, record, cluster, instance, changes, after, reload
                           "reconcile-bypass reloads") from err
     record = keeper.save(store, start, start.with_instance(instance, after), action, changes, instance=instance)
     systemd.start_self_check(action)
+    if not_live:
+        log(f"the proxy's routes for {', '.join(not_live)} are written but not live yet: the proxy refused "
+            "its reloads; the next change or a proxy restart applies them", SD_WARNING)
     return record

@@ -243,6 +243,33 @@ def outage_checks(snapshot):
     return out
 
 
+def proxy_live_checks(snapshot):
+    """The proxy's own state: its trace left on, destinations it marks inactive."""
+    live, out = snapshot.get("proxy_live"), []
+    if not live:
+        return out
+    if live.get("error"):
+        out.append(finding("proxy_rpc_unreachable", WARNING, f"the proxy's RPC does not answer: {live['error']}",
+                           "check the proxy module (runagent -m <proxy> systemctl --user status kamailio)", "proxy"))
+    marker = snapshot.get("siptrace_marker")
+    if live.get("siptrace") and marker:
+        out.append(finding("siptrace_left_on", WARNING,
+                           "the proxy's trace is still on, switched on by diagnose-sip (task "
+                           f"{marker.get('task') or '-'}), which ended without switching it off",
+                           "the self-check switches it off (Check and repair)", "siptrace"))
+    elif live.get("siptrace"):
+        out.append(finding("siptrace_on", INFO, "the proxy's trace (HEP mirror to 127.0.0.1:5065) is on, not by this "
+                           "module: a support session, or someone's sngrep", "switch it off when they are done "
+                           "(support-session-stopped does)", "siptrace"))
+    for dest in live.get("destinations") or []:
+        if not dest.get("active"):
+            out.append(finding("proxy_destination_inactive", ERROR,
+                               f"the proxy marks {dest['uri']} inactive ({dest.get('flags', '')}): the instance does "
+                               "not answer its OPTIONS pings, so calls for it fail", "check that the NethVoice "
+                               "instance runs (its freepbx service)", dest["uri"]))
+    return out
+
+
 def run_checks(snapshot):
     return (outage_checks(snapshot) + ownership_checks(snapshot) + forward_checks(snapshot) + nat_checks(snapshot)
-            + trunk_checks(snapshot) + platform_checks(snapshot))
+            + trunk_checks(snapshot) + platform_checks(snapshot) + proxy_live_checks(snapshot))

@@ -16,7 +16,7 @@ def severity_counts(findings):
     return {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITIES}
 
 
-def series(bypass, probes, repairs_total, checked_at):
+def series(bypass, probes, repairs_total, checked_at, diagnosis=None):
     """Metric families from get-status's `bypass` part and the probes:
     [(name, type, help, [(labels, value)])]. Every state is present, 0 where none."""
     def count(items, key, states):
@@ -32,6 +32,8 @@ def series(bypass, probes, repairs_total, checked_at):
          count(managed, lambda t: "drifted" if t["drift"] else "bypassed", TRUNK_STATES)),
         ("nethvoice_bypass_domain_aliases", "gauge", "Domain aliases: routed by the proxy or not",
          count(aliases, lambda a: alias_state[a["present"]], ALIAS_STATES)),
+        ("nethvoice_bypass_diagnosis_problems", "gauge", "Problems named by the last diagnose-sip",
+         [({}, (diagnosis or {}).get("problems", 0))]),
         ("nethvoice_bypass_conflicts", "gauge", "Owned fields someone else changed, left for the user to resolve",
          [({}, len(bypass.get("conflicts") or []))]),
         ("nethvoice_bypass_findings", "gauge", "Findings of the last self-check per severity",

@@ -9,7 +9,7 @@ import datetime
 import json
 import time
 
-from . import metrics, reconcile, status, verify
+from . import metrics, reconcile, siptrace_guard, status, verify
 from .changes import FLUSH_CONNTRACK, RECORD_OPS
 from .errors import Failure, PartialFailure, Refused
 from .step import log
@@ -21,14 +21,17 @@ RESULT_FILE = status.SELF_CHECK_RESULT
 def self_check(data=None):
     repair = (data or {}).get("repair")
     repair = True if repair is None else repair
-    repaired = repair_drift() if repair else []
     store = Store()
+    repaired = repair_drift() if repair else []
+    if repair and status.stale_trace_marker(store) and siptrace_guard.give_back(store.dir):
+        repaired.append({"op": "siptrace_off", "why": "a diagnosis that ended left the proxy's trace on"})
     bypass, record, cluster = status.read_bypass(store)  # after the repairs: what they left
     probes = verify.local_probes(cluster, record) if cluster else []
     now = time.time()
     last = store.read_json(RESULT_FILE) or {}
     total = last.get("repairs_total", 0) + len(repaired)
-    store.write_file(metrics.METRICS_FILE, metrics.render(metrics.series(bypass, probes, total, now)))
+    store.write_file(metrics.METRICS_FILE, metrics.render(metrics.series(bypass, probes, total, now,
+                                                                    store.read_json("diagnosis.json"))))
     checked_at = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds")
     findings = metrics.severity_counts(bypass["checks"])
     ok = not findings["error"] and all(p["ok"] for p in probes)

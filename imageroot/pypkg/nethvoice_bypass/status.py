@@ -49,6 +49,21 @@ def read_firewall(record):
     return (*observe_in_use(fw, record), fw.config_properties())
 
 
+def read_proxy_live(cluster):
+    """What the proxy's Kamailio says now: its trace switch and its destinations (None
+    without a proxy; an `error` when its RPC does not answer)."""
+    from . import kamailio
+
+    if cluster is None or not cluster.proxy_id:
+        return None
+    port = kamailio.srv_port(cluster.proxy_srv)
+    try:
+        return {"siptrace": kamailio.siptrace(port), "destinations": kamailio.dispatcher_list(port)}
+    except Failure as err:
+        log(f"the proxy's RPC does not answer: {err}")
+        return {"siptrace": None, "destinations": [], "error": str(err)}
+
+
 def read_parts(record):
     """Every part that can be read, side by side; `outages` says what could not."""
     from .cluster import read_cluster
@@ -63,24 +78,34 @@ def read_parts(record):
         instances = list(cluster.nethvoice) if cluster else []
         sites = pool.map(read_site, instances)
         routes = pool.submit(read_routes, cluster, record)
+        live = pool.submit(read_proxy_live, cluster)
         try:
             zone, observed, props = firewall.result()
         except Failure as err:
             zone, observed, props, outages["firewalld"] = "", None, {}, str(err)
         sites = dict(zip(instances, sites, strict=True))
         routes, problem = routes.result()
+        live = live.result()
     if problem:
         outages["proxy_routes"] = problem
     outages["freepbx"] = {i: site["error"] for i, site in sites.items() if "error" in site}
     return {"cluster": cluster, "zone": zone, "observed": observed, "props": props, "sites": sites,
-            "routes": routes, "outages": outages, "conntrack_available": conntrack.available()}
+            "routes": routes, "outages": outages, "conntrack_available": conntrack.available(), "proxy_live": live}
+
+
+def stale_trace_marker(store):
+    """The mark of a diagnosis that switched the proxy's trace on and is gone (None if none)."""
+    from . import siptrace_guard
+
+    marker = siptrace_guard.read_marker(store.dir)
+    return marker if marker and not siptrace_guard.alive(int(marker.get("pid", 0))) else None
 
 
 def read_bypass(store):
     """get-status's `bypass` part, the record and the cluster view it was read with
     (None when Redis could not be read)."""
     loaded = keeper.load_for_view(store)  # read-only: no lock, the file is replaced atomically
-    parts = read_parts(loaded.record)
+    parts = dict(read_parts(loaded.record), siptrace_marker=stale_trace_marker(store))
     snapshot = status_view.bypass_view(loaded, parts)
     bypass = status_view.bypass_status(snapshot, checks.run_checks(snapshot), store.audit_tail(10))
     return bypass, loaded.record, parts["cluster"]

@@ -133,6 +133,8 @@ def bypass_view(loaded, parts):
         "conntrack_available": parts["conntrack_available"],
         "outages": parts["outages"],
         "record_damage": loaded.damage,
+        "proxy_live": parts.get("proxy_live"),
+        "siptrace_marker": parts.get("siptrace_marker"),
         "pending": record.pending.to_json() if record.pending else None,
         "instance_pending": {i: {"pending": m.pending.to_json() if m.pending else None,
                                  "reload_pending": m.reload_pending} for i, m in record.instances.items()},
