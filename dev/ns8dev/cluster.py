@@ -14,6 +14,7 @@ from . import apiserver, procs
 from .node import (
     ADDRESSES,
     API_ENDPOINT_ENV,
+    CAPTURE_NETNS_ENV,
     CLUSTER_NETWORK,
     DEV,
     MODULE_ID,
@@ -79,6 +80,7 @@ def write_node_env(sb):
         "PATH": node_path,
         API_ENDPOINT_ENV: sb.api_url,
         SYSTEMD_DIR_ENV: sb.root / "etc/systemd/system",  # the module's units, for dev/bin/systemctl
+        CAPTURE_NETNS_ENV: sb.netns["node"],
     })
     (sb.root / "etc/systemd/system").mkdir(parents=True)
 

@@ -59,6 +59,9 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "Nethesis,1234"  # the cluster-admin UI us
 API_ENDPOINT_ENV = "NETHVOICE_BYPASS_API_ENDPOINT"
 BLOCKING_POPS = ("brpop", "blpop", "blmove", "brpoplpush")
 SYSTEMD_DIR_ENV = "NETHVOICE_BYPASS_SYSTEMD_DIR"  # nethvoice_bypass.systemd.UNIT_DIR_ENV
+# The node's packets are the node namespace's: diagnose-sip's kernel capture opens its
+# socket there (nethvoice_bypass.diagnose_actions.CAPTURE_NETNS_ENV), as conntrack does.
+CAPTURE_NETNS_ENV = "NETHVOICE_BYPASS_CAPTURE_NETNS"
 # Node profiles: the agent venv the module's steps run in (first on the node's PATH).
 # debian12: built from the system Python with system site packages, so Debian's
 # python3-dbus is importable, as on Debian 12/13 nodes. el9: the same Python without

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import time
+from dataclasses import dataclass
 
 from . import diagnosis, diagnosis_sources, kamailio, keeper, siptrace_guard
 from .cluster import read_cluster
@@ -68,7 +69,7 @@ def context(cluster, record, port):
                              tuple(record.forwards.values()))
 
 
-async def listen(duration, port, state_dir, packet_ports):
+async def listen(duration, port, state_dir, packet_ports, include_packets):
     """Both sources for `duration` seconds -> (mirror {state, message, capture}, packets)."""
     mirror = {"state": "unavailable", "message": "", "capture": None}
     try:
@@ -90,7 +91,7 @@ async def listen(duration, port, state_dir, packet_ports):
             ours = kamailio.siptrace(port, "on")
         if collector is not None:
             mirror["state"] = "ours" if ours else "shared"
-        packets = await run_window(duration, packet_ports)
+        packets = await run_window(duration, packet_ports, include_packets)
     finally:
         if ours or (collector is not None and not trace_on):
             siptrace_guard.give_back(state_dir)
@@ -101,16 +102,88 @@ async def listen(duration, port, state_dir, packet_ports):
     return mirror, packets
 
 
-async def run_window(duration, packet_ports):
-    """The kernel capture in a thread while the window runs, with the agent's progress."""
-    from . import packetcapture
+CAPTURE_NETNS_ENV = "NETHVOICE_BYPASS_CAPTURE_NETNS"  # the sandbox's node namespace; unset on a node
+MAX_PACKETS, MAX_PACKET_BYTES = 20_000, 16 << 20
 
-    capture = asyncio.get_running_loop().run_in_executor(None, packetcapture.capture_window, duration,
-                                                         packet_ports)
-    for second in range(duration):
-        await asyncio.sleep(1)
-        set_progress(5 + 85 * (second + 1) // duration)
-    return await capture
+
+@dataclass(frozen=True)
+class Packets:
+    """What the kernel capture gave: `seen` for the analysis, the pcap when asked."""
+
+    state: str
+    message: str
+    counters: dict | None
+    seen: tuple = ()
+    pcap: bytes = b""
+
+
+def open_capture(packet_ports):
+    """The capture's socket, opened in the node's network namespace (in the sandbox, the
+    namespace CAPTURE_NETNS_ENV names): the socket keeps its namespace for its life."""
+    from .bpf import CaptureSpec
+    from .packetcapture import PacketCapture
+
+    capture = PacketCapture(CaptureSpec.of(ports=packet_ports), max_packets=MAX_PACKETS,
+                            max_bytes=MAX_PACKET_BYTES)
+    netns = os.environ.get(CAPTURE_NETNS_ENV)
+    if not netns:
+        return capture.open()
+    from concurrent.futures import ThreadPoolExecutor
+
+    def inside():
+        _setns(f"/run/netns/{netns}")
+        return capture.open()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the thread is thrown away with its namespace
+        return pool.submit(inside).result()
+
+
+def _setns(path):
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+async def run_window(duration, packet_ports, include_packets):
+    """The kernel capture on the event loop while the window runs, with the agent's progress."""
+    try:
+        capture = open_capture(packet_ports)
+    except (Failure, OSError) as err:
+        capture, message = None, f"no kernel capture: {err}"
+    reading = asyncio.ensure_future(capture.read_async(duration)) if capture else None
+    try:
+        for second in range(duration):
+            await asyncio.sleep(1)
+            set_progress(5 + 85 * (second + 1) // duration)
+        if reading:
+            await reading
+    finally:
+        if capture:
+            capture.close()
+    if capture is None:
+        return Packets("unavailable", message, None)
+    return packets_of(capture.result(), include_packets)
+
+
+def packets_of(result, include_packets):
+    from . import pcap
+
+    seen = []
+    for record, packet in result.decoded():
+        if packet is None:
+            continue
+        inbound = record.pkttype != "outgoing"
+        quoted = packet.icmp.quoted if packet.icmp and packet.icmp.reason == "port" else None
+        seen.append(diagnosis_sources.Seen(record.time, packet.src, packet.sport or 0, packet.dst,
+                                           packet.dport or 0, packet.protocol, inbound,
+                                           quoted.dport if quoted else None))
+    counters = {k: getattr(result, k) for k in ("kept_bytes", "dropped", "kernel_packets", "kernel_drops")}
+    data = pcap.pcap_file(result.records, linktype="sll2").data if include_packets else b""
+    return Packets("ok", "", dict(counters, packets=len(result.records)), tuple(seen), data)
 
 
 def diagnose_sip(data):
@@ -121,7 +194,8 @@ def diagnose_sip(data):
     port = kamailio.srv_port(cluster.proxy_srv)
     ctx = context(cluster, record, port)
     started = now()
-    mirror, packets = asyncio.run(listen(duration, port, store.dir, sorted(ctx.proxy_ports | {5061})))
+    mirror, packets = asyncio.run(listen(duration, port, store.dir, sorted(ctx.proxy_ports | {5061}),
+                                         include_packets))
     set_progress(95)
     result = analyze(mirror, packets, ctx, wanted, time.time())
     result["window"] = {"started": started, "ended": now(), "duration": duration}
