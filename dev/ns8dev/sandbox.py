@@ -71,6 +71,7 @@ from .node import (  # noqa: F401  (the sandbox's names, used by tests and dev/s
     run,
     run_in_netns,
     start_time,
+    tail,
     write_env,
 )
 from .seeds import (  # noqa: F401
@@ -280,9 +281,17 @@ class Sandbox:
             argv, kwargs = self._spawned[name]
             self.spawn(name, argv, **kwargs)
             ready = {"redis-replica": lambda: redis_server.replica_linked(self.redis),
-                     "mariadb": lambda: mariadb.answers(self.mariadb)}.get(name)
+                     "mariadb": lambda: mariadb.answers(self.mariadb),
+                     "kamailio": self._proxy_answers,
+                     "sip-asterisk": lambda: "ready" in tail(self.log_dir / "sip-asterisk.log", 5)}.get(name)
             if ready:
                 procs.wait_for(ready, 30, f"{name} to be back")
+
+    def _proxy_answers(self):
+        try:
+            return bool(self.proxy_rpc("core.version"))
+        except Exception:  # noqa: BLE001 - not up yet, whatever the way it says so
+            return False
 
     @contextlib.contextmanager
     def frozen(self, name):
