@@ -3,7 +3,9 @@
 words, on packets built with struct: hand-picked cases, then thousands of random ones."""
 
 import ipaddress
+import shutil
 import struct
+import subprocess
 
 import pytest
 from bpfkit import PORTS, check, frames, icmp, ipv4, ipv6, mostly, run, tcp, udp
@@ -11,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nethvoice_bypass.bpf import CaptureSpec, program
 from nethvoice_bypass.errors import InvalidValue
+from nethvoice_bypass.packets import Captured
+from nethvoice_bypass.pcap import pcap_file
 
 pytestmark = pytest.mark.unit
 
@@ -237,3 +241,80 @@ def test_random_packets_against_a_trunks_spec(batch):
     for packet, protocol, pkttype, ifindex in batch:
         verdict = run(code, packet, protocol=protocol, pkttype=pkttype, ifindex=ifindex)
         assert (verdict != 0) == reference(TRUNK, packet, protocol, pkttype, ifindex), (packet.hex(), protocol)
+
+
+# -- the pcap export -------------------------------------------------------------------
+
+def read_pcap(data):
+    """A reader written from pcap-savefile(5): (linktype, snaplen, [(time, wire length, bytes)])."""
+    magic = data[:4]
+    order = {bytes.fromhex("d4c3b2a1"): "<", bytes.fromhex("a1b2c3d4"): ">"}[magic]
+    major, minor, _, _, snaplen, linktype = struct.unpack(order + "HHiIII", data[4:24])
+    assert (major, minor) == (2, 4)
+    records, at = [], 24
+    while at < len(data):
+        seconds, micros, kept_length, wire_length = struct.unpack(order + "IIII", data[at:at + 16])
+        assert micros < 1_000_000 and kept_length <= wire_length
+        records.append((seconds + micros / 1e6, wire_length, data[at + 16:at + 16 + kept_length]))
+        at += 16 + kept_length
+    assert at == len(data), "a record runs past the end of the file"
+    return linktype, snaplen, records
+
+
+def captured(packet, time=1767225600.25, pkttype="host", protocol=IP):
+    return Captured(time, "eth0", 2, 1, pkttype, protocol, bytes.fromhex("020000000010"), packet)
+
+
+def test_pcap_raw_holds_the_ip_packets_with_their_times():
+    options = captured(ipv4(17, udp(40000, 5060, b"OPTIONS sip:192.0.2.1 SIP/2.0\r\n")), time=1767225600.000001)
+    cut = captured(ipv4(17, udp(40000, 5060, bytes(1000)))[:300], time=1767225601.5)
+    syn6 = captured(ipv6(6, tcp(40000, 5060)), time=1767225602.999999, protocol=IPV6)
+    exported = pcap_file([options, cut, syn6])
+    assert (exported.packets, exported.omitted) == (3, 0)
+    linktype, snaplen, records = read_pcap(exported.data)
+    assert linktype == 101 and snaplen == 262144
+    assert [r[2] for r in records] == [options.packet, cut.packet, syn6.packet]
+    assert [r[1] for r in records] == [len(options.packet), 1028, len(syn6.packet)]  # the IP length
+    assert [r[0] for r in records] == pytest.approx([1767225600.000001, 1767225601.5, 1767225602.999999], abs=1e-6)
+    assert exported.to_json()["packets"] == 3
+
+
+def test_pcap_sll2_says_which_way_a_packet_went():
+    reply = captured(ipv4(17, udp(5060, 40000), src="192.0.2.1", dst="192.0.2.10"), pkttype="outgoing")
+    linktype, _, records = read_pcap(pcap_file([reply], linktype="sll2").data)
+    assert linktype == 276
+    header, packet = records[0][2][:20], records[0][2][20:]
+    protocol, reserved, ifindex, hatype, pkttype, address_length = struct.unpack("!HHIHBB", header[:12])
+    assert (protocol, reserved, ifindex, hatype, pkttype, address_length) == (IP, 0, 2, 1, 4, 6)
+    assert header[12:18] == bytes.fromhex("020000000010") and packet == reply.packet
+    assert records[0][1] == 20 + len(reply.packet)
+
+
+def test_pcap_is_bounded_and_keeps_the_start_of_the_window():
+    many = [captured(ipv4(17, udp(40000, 5060, bytes(100))), time=1767225600 + i) for i in range(50)]
+    exported = pcap_file(many, max_bytes=24 + 5 * (16 + 128) + 10)
+    assert (exported.packets, exported.omitted) == (5, 45)
+    assert len(exported.data) <= 24 + 5 * 144 + 10
+    assert [r[0] for r in read_pcap(exported.data)[2]] == [1767225600 + i for i in range(5)]
+    with pytest.raises(ValueError):
+        pcap_file(many, linktype="ethernet")
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed (optional)")
+def test_pcap_opens_in_tshark(tmp_path):
+    records = [captured(ipv4(17, udp(40000, 5060, b"OPTIONS sip:192.0.2.1 SIP/2.0\r\nCall-ID: x\r\n\r\n"))),
+               captured(ipv6(6, tcp(40000, 5061)), protocol=IPV6),
+               captured(ipv4(1, icmp(3, 3, ipv4(17, udp(5060, 5062), src="192.0.2.1", dst="192.0.2.10"))),
+                        pkttype="outgoing")]
+    for linktype in ("raw", "sll2"):
+        path = tmp_path / f"{linktype}.pcap"
+        path.write_bytes(pcap_file(records, linktype=linktype).data)
+        fields = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "ip.dst", "-e", "ipv6.dst",
+                                 "-e", "udp.dstport", "-e", "tcp.dstport", "-e", "icmp.code"],
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        assert [f.split("\t") for f in fields] == [
+            ["192.0.2.1", "", "5060", "", ""], ["", "2001:db8::1", "", "5061", ""],
+            ["192.0.2.1,192.0.2.10", "", "5062", "", "3"]], linktype
+    directions = subprocess.run(["tshark", "-r", str(tmp_path / "sll2.pcap"), "-T", "fields", "-e", "sll.pkttype"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    assert directions == ["0", "0", "4"]  # host, host, outgoing

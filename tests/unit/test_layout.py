@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 LIBRARY = Path(__file__).resolve().parents[2] / "imageroot/pypkg/nethvoice_bypass"
 PURE = {"errors", "model", "record", "record_v1", "checked", "changes", "conflicts", "trail", "sipsettings", "forward_plan",
         "forward_view", "forward_requests", "bypass_plan", "bypass_request", "checks", "metrics", "status_view",
-        "guards", "port_guards", "bpf", "bpfasm"}
+        "guards", "port_guards", "bpf", "bpfasm", "packets", "pcap"}
 ADAPTERS = {  # module: the outside system it talks to
     "firewalld": "firewalld (D-Bus)", "fwbus": "firewalld (D-Bus, also as a helper)",
     "freepbx": "FreePBX (runagent + mysql, fwconsole)", "cluster": "the cluster Redis",
