@@ -18,6 +18,7 @@ ADAPTERS = {  # module: the outside system it talks to
     "clusterapi": "the cluster HTTP API", "proxy": "the proxy's route API", "conntrack": "conntrack",
     "nft": "nftables", "corestatus": "the core's get-status step", "systemd": "systemd",
     "sipprobe": "SIP peers", "store": "the state dir",
+    "packetcapture": "the kernel's packets (AF_PACKET)",
 }
 
 
