@@ -149,7 +149,7 @@ def test_a_busy_mirror_port_switches_nothing(actions, sandbox):
 
 
 @pytest.mark.parametrize("data, error", [
-    ({"duration": 0}, "duration_minimum"), ({"duration": 301}, "duration_maximum"),
+    ({"duration": 0}, "duration_number_gte"), ({"duration": 301}, "duration_number_lte"),
     ({"sources": ["not-an-address"]}, "sources_format"), ({"sources": ["127.0.0.1"]}, "sources_loopback"),
 ])
 def test_bad_input_is_refused_with_the_agents_error_list(actions, data, error):
