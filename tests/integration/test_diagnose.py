@@ -165,3 +165,22 @@ def test_without_the_proxys_rpc_the_capture_still_answers(actions, sandbox, tmp_
     out = result.decoded_output
     assert out["mirror"]["state"] == "unavailable" and out["capture"]["state"] == "ok"
     assert "mirror_unavailable" in [n["id"] for n in out["notes"]]
+
+
+def test_the_self_check_switches_off_a_trace_a_dead_diagnosis_left_on(actions, sandbox):
+    import json
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    marker = sandbox.state_dir / "siptrace.json"
+    marker.write_text(json.dumps({"task": "gone", "pid": dead.pid, "port": 5060, "until": 0}))
+    trace(sandbox, "on")
+    try:
+        assert "siptrace_left_on" in {c["id"] for c in actions.run("get-status")["bypass"]["checks"]}
+        assert actions.run("self-check", {"repair": False}) and trace(sandbox)  # Check now: looks only
+        repaired = actions.run("self-check", {"repair": True})["repaired"]
+        assert "siptrace_off" in [c["op"] for c in repaired] and not trace(sandbox) and not marker.exists()
+    finally:
+        trace(sandbox, "off")
+        marker.unlink(missing_ok=True)
