@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The pure model of a port forward: values, canonical rich-rule text, parsing.
 
 firewalld compares rich rules by their canonical text, with values compared as
