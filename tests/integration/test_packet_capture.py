@@ -8,6 +8,7 @@ import ctypes
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nethvoice_bypass.bpf import CaptureSpec, program
 from nethvoice_bypass.errors import Failure
 from nethvoice_bypass.packetcapture import PacketCapture, attach_filter
@@ -389,3 +392,48 @@ def test_sip_over_ipv6(sandbox):
     request, answer = (d for _, d in cap.result().decoded()[:2])
     assert (request.family, request.src, request.dst, request.dport) == (6, MEDIANT6, NODE6, 5060)
     assert (answer.family, answer.src, answer.dst, answer.sport) == (6, NODE6, MEDIANT6, 5060)
+
+
+# -- the kernel runs the program as the unit tests' interpreter does ------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the unit tests' packet kit
+from bpfkit import frames, run  # noqa: E402
+
+SPECS = [CaptureSpec.of({5060, 5061, 6060}, direction="either"),
+         CaptureSpec.of({5060, 6060}, direction="either", peers=["192.0.2.0/24", "2001:db8::/64"]),
+         CaptureSpec.of({5060, (10000, 20000)}, protocols=["udp"], unreachable="port", peers=["192.0.2.10"])]
+
+
+def sentinel(index):
+    """An IPv4 UDP datagram from 192.0.2.10 to 5060: every spec above keeps it."""
+    payload = b"sentinel %d" % index
+    udp = struct.pack("!HHHH", 40000, 5060, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([192, 0, 2, 10]),
+                       bytes([192, 0, 2, 1])) + udp
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(SPECS), st.lists(frames(), min_size=30, max_size=60))
+def test_the_kernel_keeps_what_the_interpreter_keeps(netns, spec, batch):
+    """Packets written on lo with a packet socket (skb->protocol as given), each followed
+    by a sentinel: what the capture holds between sentinels is what the kernel kept."""
+    def capture():
+        out = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
+        with out, PacketCapture(spec, max_packets=10_000) as cap:
+            for index, (packet, protocol, _, _) in enumerate(batch):  # to lo's own (all-zero) address
+                out.sendto(packet, ("lo", protocol, 0, 0, bytes(6)))
+                out.sendto(sentinel(index), ("lo", 0x0800, 0, 0, bytes(6)))
+            read_until(cap, lambda: any(r.packet == sentinel(len(batch) - 1) for r in cap.records))
+        return cap.result()
+    records = in_netns(netns, capture).records
+    kept, index = set(), 0
+    for record in records:
+        if record.packet == sentinel(index):
+            index += 1
+        else:
+            assert record.pkttype == "host" and record.ifname == "lo"
+            kept.add(index)
+    code = program(spec)
+    expected = {i for i, (packet, protocol, _, _) in enumerate(batch)
+                if run(code, packet, protocol=protocol, pkttype=0, ifindex=1)}
+    assert kept == expected, [(i, batch[i][0].hex(), hex(batch[i][1])) for i in kept ^ expected]
