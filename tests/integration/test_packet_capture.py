@@ -4,14 +4,12 @@ relies on (in a namespace of each test's own), then what it sees on the sandbox 
 when the Mediant's side of the network sends SIP, RTP and datagrams to closed ports."""
 
 import asyncio
-import ctypes
 import os
 import select
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,32 +21,14 @@ from nethvoice_bypass.bpf import CaptureSpec, program
 from nethvoice_bypass.errors import Failure
 from nethvoice_bypass.packetcapture import PacketCapture, attach_filter
 from nethvoice_bypass.packets import decode
+from ns8dev.node import run_in_netns
 
 pytestmark = pytest.mark.integration
 
 PYPKG = Path(__file__).resolve().parents[2] / "imageroot" / "pypkg"
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000  # linux/sched.h
-
-
 def in_netns(name, fn, *args, **kwargs):
     """fn(*args, **kwargs) in a thread that joined namespace `name`: its sockets live there."""
-    result = {}
-
-    def target():
-        try:
-            with open(f"/run/netns/{name}") as f:
-                if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns({name})")
-            result["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-            result["error"] = e
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+    return run_in_netns(name, fn, *args, **kwargs)
 
 
 @pytest.fixture
