@@ -247,7 +247,3 @@ def plan_instance(desired, world, mine, since, explicit=True, resolutions=NONE):
 def needs_reload(changes):
     return any(c.op in ops.DB_OPS for c in changes)
 
-
-def needs_routes(desired, mine):
-    """Whether the plan needs the proxy's routes: only when an alias is asked or owned."""
-    return bool(desired.aliases) or bool(mine.aliases)

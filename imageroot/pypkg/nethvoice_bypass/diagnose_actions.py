@@ -243,8 +243,3 @@ def analyze(mirror, packets, ctx, wanted, window_end):
             "exchanges": [ex.to_json() for ex in found[:MAX_EXCHANGES]],
             "notes": notes}
 
-
-def last_diagnosis(state_dir=None):
-    """The last diagnosis's counts, for the self-check's gauge; None before the first."""
-    return Store(state_dir).read_json(RESULT_FILE) if state_dir or os.environ.get("AGENT_STATE_DIR") else \
-        Store().read_json(RESULT_FILE)
