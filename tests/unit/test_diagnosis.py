@@ -134,6 +134,8 @@ def test_a_provider_that_moved_gets_its_forward_moved():
 def test_what_the_capture_sees_past_the_proxy():
     seen = [Seen(1, "192.0.2.11", 5060, "192.0.2.1", 5060, "udp"),       # forwarded: never in the mirror
             Seen(2, "192.0.2.12", 5060, "192.0.2.1", 5060, "udp"),       # not forwarded, not in the mirror
+            Seen(2, "127.0.0.1", 40000, "127.0.0.1", 5060, "tcp"),       # the proxy's RPC: the node's own
+            Seen(2, "10.5.4.1", 5060, "10.5.4.1", 5060, "udp"),          # the cluster network: inside
             Seen(3, "192.0.2.1", 0, "192.0.2.13", 0, "icmp", inbound=False, unreachable_port=5070, unreachable="port"),
             Seen(4, "192.0.2.14", 40000, "192.0.2.1", 5061, "tcp"),
             Seen(5, "192.0.2.1", 0, "192.0.2.15", 0, "icmp", inbound=False, unreachable_port=5061,

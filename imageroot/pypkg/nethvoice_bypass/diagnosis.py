@@ -66,7 +66,7 @@ def _is_proxy(addr, ctx):
     return addr[0] in ctx.proxy_addresses and addr[1] in ctx.proxy_ports
 
 
-def _internal(ip, ctx):
+def internal(ip, ctx):
     address = ipaddress.ip_address(ip)
     return address.is_loopback or (ctx.cluster_network is not None and address in ctx.cluster_network)
 
@@ -100,7 +100,7 @@ def exchanges(messages, ctx, window_end):
 
 def _follow(messages, ctx, window_end):
     first = next((m for m in messages if m.sip.is_request and m.sip.method not in ("ACK",)
-                  and not _is_proxy(m.hep.src, ctx) and not _internal(m.hep.src[0], ctx)), None)
+                  and not _is_proxy(m.hep.src, ctx) and not internal(m.hep.src[0], ctx)), None)
     if first is None:
         return None
     source, sip = first.hep.src, first.sip

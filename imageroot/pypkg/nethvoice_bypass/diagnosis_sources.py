@@ -6,7 +6,7 @@ forward whose source sent nothing while another source fails, and one summary pe
 import ipaddress
 from dataclasses import dataclass
 
-from .diagnosis import Problem
+from .diagnosis import Problem, internal
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,12 @@ def capture_problems(seen, found, failing, ctx):
     of the sources with a problem at the proxy (candidates for a forward that moved)."""
     problems, notes = [], []
     mirrored = {ex.source[0] for ex in found}
-    sip_in = [s for s in seen if s.inbound and s.protocol in ("udp", "tcp") and s.dport in ctx.proxy_ports]
+    # from outside only: the node's own (its RPC over 127.0.0.1:5060, the cluster network) is not a device
+    sip_in = [s for s in seen if s.inbound and s.protocol in ("udp", "tcp") and s.dport in ctx.proxy_ports
+              and not internal(s.source, ctx)]
     for source in sorted({s.source for s in sip_in}):
-        protocol = next(s.protocol for s in sip_in if s.source == source)
+        first = next(s for s in sip_in if s.source == source)
+        protocol = first.protocol
         forward = forward_of(source, protocol, ctx)
         if forward is not None and source in mirrored:
             problems.append(Problem("forward_not_in_effect", source, f"{source} is forwarded by {forward.id}, but "
@@ -52,7 +55,7 @@ def capture_problems(seen, found, failing, ctx):
                                         {"action": "verify-bypass", "data": {}, "why": "check the rules firewalld "
                                          "generated"})))
         elif forward is None and source not in mirrored:
-            problems.append(Problem("not_reaching_proxy", source, f"{source} sends SIP to port {sip_in[0].dport} "
+            problems.append(Problem("not_reaching_proxy", source, f"{source} sends SIP to port {first.dport} "
                                     "but the proxy never sees it (the firewall, or the proxy not listening there)"))
     for s in seen:
         if not s.inbound and s.unreachable == "prohibited":
@@ -116,7 +119,8 @@ def sources(found, seen, ctx):
         name = ex.outcome if ex.code is None else f"{ex.outcome}:{ex.code}"
         e["outcomes"][name] = e["outcomes"].get(name, 0) + 1
     for s in seen:
-        if s.inbound and s.protocol in ("udp", "tcp") and forward_of(s.source, s.protocol, ctx):
+        if s.inbound and s.protocol in ("udp", "tcp") and not internal(s.source, ctx) and \
+                forward_of(s.source, s.protocol, ctx):
             e = entry(s.source)
             e["transports"].add(s.protocol)
             e["forwarded"] += 1
