@@ -33,6 +33,12 @@ EXPECTED = {
         "A dry run changes nothing",
         "Removing an unknown forward is a validation failure",
         "Add, list and remove a forward",
+        "A port the node uses is refused",
+        "A loopback source is refused",
+        "A way out for something the module does not own is refused",
+        "get-status lists conflicts",
+        "diagnose-sip listens for a short window and gives the proxy's trace back",
+        "diagnose-sip refuses a window longer than 5 minutes",
     ],
     "20 Bypass": [
         "get-status shows the bypass and its checks",

@@ -149,7 +149,7 @@ def test_a_busy_mirror_port_switches_nothing(actions, sandbox):
 
 
 @pytest.mark.parametrize("data, error", [
-    ({"duration": 0}, "duration_minimum"), ({"duration": 301}, "duration_maximum"),
+    ({"duration": 0}, "duration_number_gte"), ({"duration": 301}, "duration_number_lte"),
     ({"sources": ["not-an-address"]}, "sources_format"), ({"sources": ["127.0.0.1"]}, "sources_loopback"),
 ])
 def test_bad_input_is_refused_with_the_agents_error_list(actions, data, error):
@@ -165,3 +165,22 @@ def test_without_the_proxys_rpc_the_capture_still_answers(actions, sandbox, tmp_
     out = result.decoded_output
     assert out["mirror"]["state"] == "unavailable" and out["capture"]["state"] == "ok"
     assert "mirror_unavailable" in [n["id"] for n in out["notes"]]
+
+
+def test_the_self_check_switches_off_a_trace_a_dead_diagnosis_left_on(actions, sandbox):
+    import json
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    marker = sandbox.state_dir / "siptrace.json"
+    marker.write_text(json.dumps({"task": "gone", "pid": dead.pid, "port": 5060, "until": 0}))
+    trace(sandbox, "on")
+    try:
+        assert "siptrace_left_on" in {c["id"] for c in actions.run("get-status")["bypass"]["checks"]}
+        assert actions.run("self-check", {"repair": False}) and trace(sandbox)  # Check now: looks only
+        repaired = actions.run("self-check", {"repair": True})["repaired"]
+        assert "siptrace_off" in [c["op"] for c in repaired] and not trace(sandbox) and not marker.exists()
+    finally:
+        trace(sandbox, "off")
+        marker.unlink(missing_ok=True)

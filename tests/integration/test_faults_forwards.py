@@ -120,3 +120,19 @@ def test_eight_concurrent_adds(actions, sandbox, clean_forwards):
     assert len(assert_consistent(actions, sandbox)) == 8
     records = [json.loads(line) for line in (sandbox.state_dir / "audit.jsonl").read_text().splitlines()]
     assert sum(r["action"] == "add-port-forward" for r in records[-8:]) == 8
+
+
+def test_a_flush_that_crashes_is_a_failed_change_undone(actions, sandbox, clean_forwards):
+    """An error in the thread that flushes conntrack (here: a listing it cannot read) is
+    a failed change: undone, reported in one line, nothing recorded."""
+    wrapper = sandbox.root / "usr/local/bin/conntrack"  # what `conntrack` is on the node's PATH
+    saved = wrapper.read_text()
+    wrapper.write_text('#!/bin/sh\necho "udp      17 29 src=not-an-address dst=192.0.2.1 sport=5060 dport=5060"\n')
+    files = actions.state_files()
+    try:
+        result = actions.agent.run("add-port-forward", {"source": MEDIANT})
+    finally:
+        wrapper.write_text(saved)
+    assert result.exit_code == 1 and "Traceback" not in result.error
+    assert "flushing the live connections failed" in result.error.strip().splitlines()[-1]
+    assert firewall_state(sandbox) == clean_forwards and actions.state_files() == files

@@ -6,6 +6,7 @@ self-check repairs only what the platform is known to undo."""
 import json
 
 import pytest
+from nethvoice_bypass.store import Store
 from nodetools import firewall_state, rich_rules
 from ns8dev.procs import wait_for
 
@@ -94,7 +95,7 @@ def test_a_reused_trunk_id_is_left_alone_by_the_timer_and_reconcile(actions, san
         assert outbound_proxy(sandbox, 3) == PROXY_VALUE
         record = json.loads((sandbox.state_dir / "bypass.json").read_text())
         assert list(record["bypass"]["nethvoice1"]["trunks"]) == ["2"]
-        trail = [json.loads(line) for line in (sandbox.state_dir / "audit.jsonl").read_text().splitlines()]
+        trail = Store(str(sandbox.state_dir)).audit_tail(5)  # readers skip lines that do not parse
         assert ("release_trunk", "3") in [(c["op"], c.get("trunk")) for c in trail[-1]["changes"]]
         out = actions.run("reconcile-bypass")
         assert "3" not in [c.get("trunk") for c in out["plan"]] and outbound_proxy(sandbox, 3) == PROXY_VALUE

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from nethvoice_bypass.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +57,11 @@ def test_update_module_migrates_the_record_and_the_bypass_keeps_working(actions,
     actions.run("update-module", {"module_url": "ghcr.io/nethserver/nethvoice-bypass:latest"})
     record = json.loads((sandbox.state_dir / "bypass.json").read_text())
     assert record["version"] == 2
-    trail = [json.loads(line) for line in (sandbox.state_dir / "audit.jsonl").read_text().splitlines()]
+    trail = Store(str(sandbox.state_dir)).audit_all()
     migrations = [r for r in trail if r.get("action") == "migrate"]
     assert len(migrations) == 1 and migrations[0]["assumed"]
     actions.run("update-module", {})  # once: a second update finds version 2
-    trail = [json.loads(line) for line in (sandbox.state_dir / "audit.jsonl").read_text().splitlines()]
+    trail = Store(str(sandbox.state_dir)).audit_all()
     assert len([r for r in trail if r.get("action") == "migrate"]) == 1
 
     v1 = json.loads((FIXTURE / "bypass.json").read_text())

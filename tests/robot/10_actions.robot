@@ -1,5 +1,6 @@
 *** Settings ***
 Library             SSHLibrary
+Library             Collections
 Resource            api.resource
 Suite Setup         Find the node's NethVoice
 
@@ -63,3 +64,36 @@ Add, list and remove a forward
     ${ids} =    Evaluate    [f["id"] for f in $response["forwards"]]
     Should Not Contain    ${ids}    ${FORWARD_ID}
     Rule is not in firewalld    ${SOURCE}
+
+A port the node uses is refused
+    ${errors} =    Run task    module/${module_id}/add-port-forward
+    ...    {"protocol":"tcp","family":"ipv4","port":443,"allow_any_source":true,"description":"robot","dry_run":true}
+    ...    rc_expected=10
+    Should name the parameter    ${errors}    port    port_in_use
+    Rule is not in firewalld    0.0.0.0/0
+
+A loopback source is refused
+    ${errors} =    Run task    module/${module_id}/add-port-forward
+    ...    {"protocol":"udp","family":"ipv4","port":5060,"source":"127.0.0.1","allow_any_source":false,"description":"robot","dry_run":true}
+    ...    rc_expected=10
+    Should name the parameter    ${errors}    source    source_loopback
+
+A way out for something the module does not own is refused
+    ${errors} =    Run task    module/${module_id}/reconcile-bypass
+    ...    {"keep_theirs":["trunk:nethvoice1:999"],"dry_run":true}    rc_expected=10
+    Should name the parameter    ${errors}    keep_theirs    keep_theirs_not_owned
+
+get-status lists conflicts
+    ${response} =    Run task    module/${module_id}/get-status    null
+    Dictionary Should Contain Key    ${response["bypass"]}    conflicts
+
+diagnose-sip listens for a short window and gives the proxy's trace back
+    ${before} =    Execute Command    curl -s -X POST http://127.0.0.1:5060/RPC -d '{"jsonrpc":"2.0","method":"siptrace.status","params":["check"],"id":1}'
+    ${response} =    Run task    module/${module_id}/diagnose-sip    {"duration":3}
+    Should Contain Any    ${response["mirror"]["state"]}    ours    shared    busy    unavailable
+    ${after} =    Execute Command    curl -s -X POST http://127.0.0.1:5060/RPC -d '{"jsonrpc":"2.0","method":"siptrace.status","params":["check"],"id":1}'
+    Should Be Equal    ${before}    ${after}
+
+diagnose-sip refuses a window longer than 5 minutes
+    ${errors} =    Run task    module/${module_id}/diagnose-sip    {"duration":301}    rc_expected=10
+    Should name the parameter    ${errors}    duration    duration_number_lte

@@ -99,6 +99,13 @@ def change(path, value):
     (dict(healthy(), record_damage={"file": "bypass.json.damaged-x", "error": "set aside", "rebuilt": True}),
      "record_rebuilt"),
     (dict(healthy(), competing_rules={"f": [PROXY_RULE]}), "forward_competing_rule"),
+    (dict(healthy(), proxy_live={"siptrace": True, "destinations": []}), "siptrace_on"),
+    (dict(healthy(), proxy_live={"siptrace": True, "destinations": []}, siptrace_marker={"task": "t", "pid": 1}),
+     "siptrace_left_on"),
+    (dict(healthy(), proxy_live={"siptrace": False, "destinations": [
+        {"uri": "sip:10.5.4.1:20040", "setid": 1, "flags": "IP", "active": False, "probing": True}]}),
+     "proxy_destination_inactive"),
+    (dict(healthy(), proxy_live={"siptrace": None, "destinations": [], "error": "refused"}), "proxy_rpc_unreachable"),
     (dict(healthy(), orphaned_rules=[forward()["rule"].replace("198.51.100.7", "198.51.100.9")]),
      "forward_orphaned"),
 ])

@@ -11,14 +11,15 @@ pytestmark = pytest.mark.unit
 LIBRARY = Path(__file__).resolve().parents[2] / "imageroot/pypkg/nethvoice_bypass"
 PURE = {"errors", "model", "record", "record_v1", "checked", "changes", "conflicts", "trail", "sipsettings", "forward_plan",
         "forward_view", "forward_requests", "bypass_plan", "bypass_request", "checks", "metrics", "status_view",
-        "guards", "port_guards", "hep", "sipmsg", "diagnosis", "diagnosis_sources"}
+        "guards", "port_guards", "hep", "sipmsg", "diagnosis", "diagnosis_sources", "bpf", "bpfasm", "packets",
+        "pcap"}
 ADAPTERS = {  # module: the outside system it talks to
     "firewalld": "firewalld (D-Bus)", "fwbus": "firewalld (D-Bus, also as a helper)",
     "freepbx": "FreePBX (runagent + mysql, fwconsole)", "cluster": "the cluster Redis",
     "clusterapi": "the cluster HTTP API", "proxy": "the proxy's route API", "conntrack": "conntrack",
     "nft": "nftables", "corestatus": "the core's get-status step", "systemd": "systemd",
     "sipprobe": "SIP peers", "store": "the state dir", "hepcollector": "the proxy's HEP mirror",
-    "kamailio": "the proxy's Kamailio (JSON-RPC)",
+    "kamailio": "the proxy's Kamailio (JSON-RPC)", "packetcapture": "the kernel's packets (AF_PACKET)",
 }
 
 

@@ -98,7 +98,7 @@ def configure_instance(store, record, cluster, instance, data, action, resolutio
 def apply_configuration(store, record, cluster, instance, changes, after, reload_due, action, routes):
     stop_if_cancelled()
     task = Task(action, os.environ.get("AGENT_TASK_ID", ""), now())
-    start = record
+    start, text = record, store.read_record_text()
     store.save_record(record.with_instance(instance, replace(after, reload_pending=reload_due,
                                                                  pending=task)).to_json())
     try:
@@ -114,7 +114,7 @@ def apply_configuration(store, record, cluster, instance, changes, after, reload
             proxy.undo_routes(cluster, done_routes, routes)
             raise
     except BaseException as err:
-        store.save_record(start.to_json())
+        store.restore_record_text(text)
         if isinstance(err, Failure) and changes:
             raise type(err)(f"{err}; nothing was changed (route changes undone, database left as it was)") from err
         raise

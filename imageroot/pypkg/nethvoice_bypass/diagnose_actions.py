@@ -81,25 +81,36 @@ async def listen(duration, port, state_dir, packet_ports, include_packets):
         collector = HepCollector()
         try:
             collector.open()
-        except CaptureBusy as err:
-            collector, mirror["state"], mirror["message"] = None, "busy", str(err)
-    ours = False
+        except Failure as err:  # CaptureBusy: something else listens there
+            collector, mirror["message"] = None, str(err)
+            mirror["state"] = "busy" if isinstance(err, CaptureBusy) else "unavailable"
+    switched = collector is not None and not trace_on
     try:
-        if collector is not None and not trace_on:
+        if switched:
             siptrace_guard.write_marker(state_dir, port, time.time() + duration + 30)
             siptrace_guard.start(state_dir)
-            ours = kamailio.siptrace(port, "on")
+            kamailio.siptrace(port, "on")
         if collector is not None:
-            mirror["state"] = "ours" if ours else "shared"
+            mirror["state"] = "ours" if switched else "shared"
         packets = await run_window(duration, packet_ports, include_packets)
+        if collector is not None and not _still_on(port):
+            mirror["message"] = ("the proxy's trace was switched off during the window (a support session "
+                                 "ended?): what came after it is not in this diagnosis")
     finally:
-        if ours or (collector is not None and not trace_on):
+        if switched:
             siptrace_guard.give_back(state_dir)
         if collector is not None:
             collector.close()
     if collector is not None:
         mirror["capture"] = collector.result()
     return mirror, packets
+
+
+def _still_on(port):
+    try:
+        return kamailio.siptrace(port, "check")
+    except Failure:
+        return False
 
 
 CAPTURE_NETNS_ENV = "NETHVOICE_BYPASS_CAPTURE_NETNS"  # the sandbox's node namespace; unset on a node
@@ -218,6 +229,10 @@ def analyze(mirror, packets, ctx, wanted, window_end):
     from_capture, notes = diagnosis_sources.capture_problems(seen, found, failing, ctx)
     if mirror["state"] in ("unavailable", "busy"):
         notes.append({"id": f"mirror_{mirror['state']}", "source": "", "message": mirror["message"]})
+    elif mirror["message"]:
+        notes.append({"id": "mirror_interrupted", "source": "", "message": mirror["message"]})
+    if packets.state != "ok":
+        notes.append({"id": "capture_unavailable", "source": "", "message": packets.message})
     return {"mirror": {"state": mirror["state"], "message": mirror["message"],
                        "counters": mirror["capture"].counters.to_json() if mirror["capture"] else None},
             "capture": {"state": packets.state, "message": packets.message, "counters": packets.counters},

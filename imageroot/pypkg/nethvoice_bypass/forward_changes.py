@@ -141,6 +141,7 @@ def commit(store, record, fw, changes, action, *, update=None, remove=()):
     write that clears the pending changes."""
     rules = rule_changes(changes)
     stop_if_cancelled("planned")
+    text = store.read_record_text()
     if rules:
         pending = PendingRules(action, os.environ.get("AGENT_TASK_ID", ""), now(), tuple(rules))
         store.save_record(replace(record, pending=pending).to_json())
@@ -150,7 +151,7 @@ def commit(store, record, fw, changes, action, *, update=None, remove=()):
     except UndoFailed:
         raise  # pending stays: recover() undoes the rest
     except BaseException:
-        store.save_record(record.to_json())  # apply_changes undid what it did
+        store.restore_record_text(text)  # apply_changes undid what it did: the file as it was
         raise
     checkpoint("before_commit")
     after = replace(record.with_forwards(update, remove), pending=None)

@@ -82,6 +82,14 @@ class Store:
     def save_record(self, document):
         write_atomically(self.record_path, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
+    def restore_record_text(self, text):
+        """Put the record file back as read_record_text() gave it (None: no file)."""
+        if text is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.record_path)
+        else:
+            write_atomically(self.record_path, text)
+
     def set_aside(self, stamp):
         """Move a damaged record aside: bypass.json.damaged-<time>; returns its name."""
         name = DAMAGED_PREFIX + stamp.replace(":", "")
