@@ -3,7 +3,8 @@
 remote namespace while the page's window listens: the cause shown first with its ladder's
 silence, its fix previewed (nothing changes) and applied (the proxy routes the domain), a
 provider that moved fixed by its two fixes in one flow, an empty window said as such, the
-window's packets as a pcap file, and the action's validation errors under their fields.
+window's packets as a pcap file, a hostile User-Agent shown as text, and the action's
+validation errors under their fields.
 Every test leaves the sandbox as it found it."""
 
 import re
@@ -180,6 +181,43 @@ def test_a_window_without_sip_from_outside_says_what_was_listened_to(app, sandbo
     assert message("en", "diagnose.nothing_from_outside", duration="2 seconds",
                    only=" (only from 198.51.100.99)") in text
     assert app.frame.locator("[data-test=problems] .problem").count() == 0
+
+
+SCANNER_INVITE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="a scanner's INVITE, no reply">
+  <send><![CDATA[
+      INVITE [ruri] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <[ruri]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:caller@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      User-Agent: [ua]
+      Content-Length: 0
+
+  ]]></send>
+  <pause milliseconds="3000"/>
+</scenario>
+"""
+HTML = '<img src=x onerror="window.__xss=1">'
+
+
+def test_a_hostile_user_agent_is_shown_as_text_never_as_markup(app, sandbox, tmp_path):
+    """The scanner cause quotes the User-Agent the device sent: text from outside the node."""
+    scenario = tmp_path / "scanner-invite.xml"
+    scenario.write_text(SCANNER_INVITE)
+    start_window(app, sandbox)
+    sandbox.remote("sipp", "-sf", scenario, "-key", "ruri", f"sip:0510000099@{NODE}", "-key", "ua",
+                   f"friendly-scanner {HTML}", "-m", "1", "-i", MEDIANT, "-nostdin", "-timeout", "20s",
+                   "-timeout_error", f"{NODE}:5060", check=False, cwd=tmp_path, timeout=40)
+    card = problem_card(app.frame, "scanner_user_agent")
+    assert HTML in card.locator("[data-test=problem-message] .value").inner_text()
+    frame = app.app_frame()
+    assert frame.query_selector("img[src=x]") is None
+    app.page.wait_for_timeout(1000)  # an image that fails to load calls onerror at once
+    assert not frame.evaluate("window.__xss") and not app.page.evaluate("window.__xss")
 
 
 @pytest.mark.parametrize("lang", ["en", "it"])
