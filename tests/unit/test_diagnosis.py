@@ -134,10 +134,13 @@ def test_a_provider_that_moved_gets_its_forward_moved():
 def test_what_the_capture_sees_past_the_proxy():
     seen = [Seen(1, "192.0.2.11", 5060, "192.0.2.1", 5060, "udp"),       # forwarded: never in the mirror
             Seen(2, "192.0.2.12", 5060, "192.0.2.1", 5060, "udp"),       # not forwarded, not in the mirror
-            Seen(3, "192.0.2.1", 0, "192.0.2.13", 0, "icmp", inbound=False, unreachable_port=5070),
-            Seen(4, "192.0.2.14", 40000, "192.0.2.1", 5061, "tcp")]
+            Seen(3, "192.0.2.1", 0, "192.0.2.13", 0, "icmp", inbound=False, unreachable_port=5070, unreachable="port"),
+            Seen(4, "192.0.2.14", 40000, "192.0.2.1", 5061, "tcp"),
+            Seen(5, "192.0.2.1", 0, "192.0.2.15", 0, "icmp", inbound=False, unreachable_port=5061,
+                 unreachable="prohibited")]
     problems, notes = capture_problems(seen, [], {}, CTX_FWD)
     assert sorted((p.cause, p.source) for p in problems) == [("closed_port", "192.0.2.13"),
-                                                             ("not_reaching_proxy", "192.0.2.12")]
+                                                             ("not_reaching_proxy", "192.0.2.12"),
+                                                             ("refused_by_firewall", "192.0.2.15")]
     assert [n["id"] for n in notes] == ["tls_unreadable"]
     assert [(s["source"], s["forwarded"]) for s in sources([], seen, CTX_FWD)] == [("192.0.2.11", 1)]

@@ -84,7 +84,7 @@ def test_canonical_source(text, expected):
     ("192.0.2.300", None, "format"),
     ("192.0.02.1", None, "format"),
     ("example.org", None, "format"),
-    ("fe80::1%eth0", None, "format"),
+    ("fe80::1%eth0", None, "scoped"),
     ("192.0.2.10", "ipv6", "wrong_family"),
     ("2001:db8::1", "ipv4", "wrong_family"),
 ])

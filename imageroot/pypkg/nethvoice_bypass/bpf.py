@@ -32,8 +32,7 @@ SKF_AD_OFF = -0x1000
 SKF_AD_PROTOCOL, SKF_AD_PKTTYPE, SKF_AD_IFINDEX = 0, 4, 8
 # linux/if_ether.h, linux/if_packet.h, net/loopback.c (LOOPBACK_IFINDEX in every netns)
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
-PACKET_OUTGOING = 4
-LOOPBACK_IFINDEX = 1
+PACKET_OUTGOING, LOOPBACK_IFINDEX = 4, 1
 PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
 IPV6_FRAGMENT = 44
 MAX_PORT_RANGES, MAX_PEERS = 16, 8
@@ -127,8 +126,7 @@ class CaptureSpec:
     def to_json(self):
         return {"ports": [list(r) for r in self.ports], "protocols": list(self.protocols),
                 "direction": self.direction, "peers": list(self.peers), "families": list(self.families),
-                "unreachable": self.unreachable, "loopback_outgoing": self.loopback_outgoing,
-                "snaplen": self.snaplen}
+                "unreachable": self.unreachable, "loopback_outgoing": self.loopback_outgoing, "snaplen": self.snaplen}
 
 
 def _ports(asm, offset, side, ranges, hit, miss, tag):

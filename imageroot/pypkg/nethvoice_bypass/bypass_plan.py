@@ -93,21 +93,26 @@ def plan_owned_trunk(entry, trunk, keep, proxy_value, choice=None, instance=""):
     return [], entry, conflict
 
 
+def _gather(outcomes):
+    """[(key, (changes, owned entry or None, conflict or None))] -> (changes, {key: entry}, conflicts)."""
+    changes, owned, conflicts = [], {}, []
+    for key, (found, after, conflict) in outcomes:
+        changes += found
+        if after is not None:
+            owned[key] = after
+        if conflict:
+            conflicts.append(conflict)
+    return changes, owned, conflicts
+
+
 def plan_trunks(desired_ids, world, mine, since, resolutions=NONE):
     """(changes, {id: TrunkEntry}, conflicts). desired_ids None: keep what is owned."""
     by_id = {str(t["id"]): t for t in world.trunks}
     proxy_value = proxy_outbound_value(world.nethvoice)
-    changes, owned, conflicts = [], {}, []
-    for tid, entry in sorted(mine.trunks.items()):
-        keep = desired_ids is None or tid in desired_ids
-        choice = resolutions.choice(trunk_key(world.instance, tid))
-        found, after, conflict = plan_owned_trunk(entry, by_id.get(tid), keep, proxy_value, choice,
-                                                  world.instance)
-        changes += found
-        if after is not None:
-            owned[tid] = after
-        if conflict:
-            conflicts.append(conflict)
+    changes, owned, conflicts = _gather(
+        (tid, plan_owned_trunk(entry, by_id.get(tid), desired_ids is None or tid in desired_ids, proxy_value,
+                               resolutions.choice(trunk_key(world.instance, tid)), world.instance))
+        for tid, entry in sorted(mine.trunks.items()))
     for tid in desired_ids or ():
         if tid in owned or (tid in mine.trunks and _same_trunk(mine.trunks[tid], by_id.get(tid))):
             continue
@@ -168,17 +173,10 @@ _NAT_WHY = {"externip": "Asterisk advertises this address to providers reached d
 
 def plan_nat(desired, world, mine, since, resolutions=NONE):
     """desired: {"externip", "localnets"}, GIVE_BACK, or None. -> (changes, {setting: NatField}, conflicts)"""
-    changes, owned, conflicts = [], {}, []
-    for name in TYPES:
-        wanted = desired[name] if isinstance(desired, dict) else desired
-        found, after, conflict = plan_nat_setting(name, wanted, world, mine.nat.get(name), since,
-                                                  resolutions.choice(nat_key(world.instance, name)))
-        changes += found
-        if after is not None:
-            owned[name] = after
-        if conflict:
-            conflicts.append(conflict)
-    return changes, owned, conflicts
+    return _gather((name, plan_nat_setting(name, desired[name] if isinstance(desired, dict) else desired, world,
+                                           mine.nat.get(name), since,
+                                           resolutions.choice(nat_key(world.instance, name))))
+                   for name in TYPES)
 
 
 def plan_alias(entry, current, keep, uri, explicit, choice=None, instance=""):
@@ -215,17 +213,11 @@ def plan_aliases(desired, world, mine, since, explicit, resolutions=NONE):
     uri = route_uri(world.proxy, world.nethvoice)
     description = f"{world.instance} via nethvoice-bypass"
     routes = world.routes or {}
-    changes, owned, conflicts = [], {}, []
-    for domain, entry in sorted(mine.aliases.items()):
-        keep = desired is None or domain in desired
-        choice = resolutions.choice(alias_key(world.instance, domain))
-        found, after, conflict = plan_alias(entry, routes.get(domain), keep, uri, explicit and keep, choice,
-                                            world.instance)
-        changes += found
-        if after is not None:
-            owned[domain] = after
-        if conflict:
-            conflicts.append(conflict)
+    keep = {domain: desired is None or domain in desired for domain in mine.aliases}
+    changes, owned, conflicts = _gather(
+        (domain, plan_alias(entry, routes.get(domain), keep[domain], uri, explicit and keep[domain],
+                            resolutions.choice(alias_key(world.instance, domain)), world.instance))
+        for domain, entry in sorted(mine.aliases.items()))
     for domain in desired or ():
         if domain not in mine.aliases:
             owned[domain] = AliasEntry(domain, (uri,), description, since)

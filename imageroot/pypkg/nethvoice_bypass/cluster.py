@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The cluster Redis: NethVoice instances and the node's proxy, and the module's own
 metrics keys.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run another module's action through the cluster HTTP API, as agent.tasks does.
 
 A module may not push onto another agent's Redis queue (its ACL forbids it). Like

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Delete conntrack entries so live flows follow a changed forward.
 
 firewalld does not flush conntrack: an existing UDP flow (a Mediant that always

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The core's own get-status step (services, images, volumes), which ours overrides
 by name: run it as a subprocess beside our reads, bounded in time. It runs in a session
 of its own, so that on a timeout the programs it started (which hold its output pipe)

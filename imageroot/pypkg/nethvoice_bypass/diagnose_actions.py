@@ -134,7 +134,8 @@ def open_capture(packet_ports):
     from .bpf import CaptureSpec
     from .packetcapture import PacketCapture
 
-    capture = PacketCapture(CaptureSpec.of(ports=packet_ports), max_packets=MAX_PACKETS,
+    # both ways: the node's answers (SIP replies, SYN-ACKs, resets, ICMP errors) explain its requests
+    capture = PacketCapture(CaptureSpec.of(ports=packet_ports, direction="either"), max_packets=MAX_PACKETS,
                             max_bytes=MAX_PACKET_BYTES)
     netns = os.environ.get(CAPTURE_NETNS_ENV)
     if not netns:
@@ -188,10 +189,11 @@ def packets_of(result, include_packets):
         if packet is None:
             continue
         inbound = record.pkttype != "outgoing"
-        quoted = packet.icmp.quoted if packet.icmp and packet.icmp.reason == "port" else None
+        icmp = packet.icmp if packet.icmp and packet.icmp.reason in ("port", "prohibited") else None
         seen.append(diagnosis_sources.Seen(record.time, packet.src, packet.sport or 0, packet.dst,
                                            packet.dport or 0, packet.protocol, inbound,
-                                           quoted.dport if quoted else None))
+                                           icmp.quoted.dport if icmp and icmp.quoted else None,
+                                           icmp.reason if icmp else None))
     counters = {k: getattr(result, k) for k in ("kept_bytes", "dropped", "kernel_packets", "kernel_drops")}
     data = pcap.pcap_file(result.records, linktype="sll2").data if include_packets else b""
     return Packets("ok", "", dict(counters, packets=len(result.records)), tuple(seen), data)

@@ -22,6 +22,7 @@ class Seen:
     protocol: str
     inbound: bool = True
     unreachable_port: int | None = None
+    unreachable: str | None = None   # "port": nothing listens; "prohibited": the firewall refused it
 
 
 def _covers(forward, ip):
@@ -54,7 +55,10 @@ def capture_problems(seen, found, failing, ctx):
             problems.append(Problem("not_reaching_proxy", source, f"{source} sends SIP to port {sip_in[0].dport} "
                                     "but the proxy never sees it (the firewall, or the proxy not listening there)"))
     for s in seen:
-        if not s.inbound and s.unreachable_port is not None:
+        if not s.inbound and s.unreachable == "prohibited":
+            problems.append(Problem("refused_by_firewall", s.dest, f"the node's firewall refused what {s.dest} sent "
+                                    f"to port {s.unreachable_port} (ICMP administratively prohibited)"))
+        elif not s.inbound and s.unreachable_port is not None:
             problems.append(Problem("closed_port", s.dest, f"{s.dest} sent to port {s.unreachable_port} of the node,"
                                     " where nothing listens (the node answered ICMP port unreachable)"))
     tls = {s.source for s in seen if s.inbound and s.protocol == "tcp" and s.dport == 5061}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The metrics exporter (<MODULE_ID>-exporter.service): metrics.prom, as the last
 self-check wrote it, on the node's VPN address and the module's TCP_PORT, at a path
 nobody guesses (METRICS_PATH); anything else is 404."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """firewalld over D-Bus: rich rules in runtime and permanent configuration.
 
 The D-Bus calls themselves are in fwbus.py. They run in this process when the

@@ -91,6 +91,7 @@ def plan_additions(entries, record, nethvoice, proxy_env, zone, observed, trunks
     lan_rules = plan.proxy_rules(observed[zone][RUNTIME] | observed[zone][PERMANENT])
     ours = plan.known_rules(record.forwards, nethvoice, observed)
     others = [r for r in (plan.desired_rule(e, nethvoice) for e in record.forwards.values()) if r]
+    index = plan.rule_index(observed)
     for entry, owned in entries:
         desired = plan.desired_rule(entry, nethvoice)
         outcome = (plan.plan_reconcile(entry, desired, observed, explicit=True) if owned
@@ -99,7 +100,8 @@ def plan_additions(entries, record, nethvoice, proxy_env, zone, observed, trunks
         after[entry.id] = outcome.entry
         warnings += view.forward_warnings(desired, lan_rules, proxy_env,
                                           trunks_via_proxy.get((entry.instance, entry.protocol), []), others,
-                                          plan.competing_rules(outcome.entry, observed, ours | {outcome.entry.rule}))
+                                          plan.competing_rules(outcome.entry, observed, ours | {outcome.entry.rule},
+                                                               index))
     return changes, after, warnings
 
 

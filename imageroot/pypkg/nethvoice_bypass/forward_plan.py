@@ -204,14 +204,22 @@ def known_rules(forwards, nethvoice, observed):
     return {standing_rule(e, desired_rule(e, nethvoice), observed) for e in forwards.values()}
 
 
-def competing_rules(entry, observed, ours):
+def rule_index(observed):
+    """{(zone, key, priority): {rule texts}} of every forward rule observed, each parsed once."""
+    index = {}
+    for zone, configs in observed.items():
+        for text in set().union(*configs.values()) if configs else ():
+            rule = parse_rich_rule(text)
+            if rule:
+                index.setdefault((zone, rule.key, rule.priority), set()).add(text)
+    return index
+
+
+def competing_rules(entry, observed, ours, index=None):
     """Rules the module does not own that match the same packets as this forward at the
     same priority, where firewalld's order between them is undefined."""
     mine = parse_rich_rule(entry.rule)
-    rules = observed.get(entry.zone, {})
-    found = set()
-    for text in set().union(*rules.values()) - ours if rules else ():
-        rule = parse_rich_rule(text)
-        if mine and rule and rule.key == mine.key and rule.priority == mine.priority:
-            found.add(text)
-    return sorted(found)
+    if mine is None:
+        return []
+    index = rule_index(observed) if index is None else index
+    return sorted(index.get((entry.zone, mine.key, mine.priority), set()) - ours)

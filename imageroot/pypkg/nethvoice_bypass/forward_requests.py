@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The pure core of the forward requests: what add-port-forward is asked, checked
-before anything is read, then resolved into intent entries on what was read."""
+before anything is read, then resolved into record entries on what was read."""
 
 from dataclasses import replace
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """firewalld's D-Bus API, through dbus-python: every call this module makes.
 
 It runs where dbus-python can be imported, one of two ways:

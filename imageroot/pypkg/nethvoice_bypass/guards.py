@@ -13,6 +13,7 @@ import re
 import idna  # in the agent venv: ns8-core pyreq3_11.txt idna==3.10, pyreq3_13.txt idna==3.11
 
 from .errors import InvalidValue
+from .model import parse_network
 from .port_guards import PortHolder, check_forward_port, port_holders  # noqa: F401 - one import for the guards
 
 # --- addresses ------------------------------------------------------------------------
@@ -66,22 +67,6 @@ def special_range(network):
     return None
 
 
-def _network(text):
-    """text -> strict ip network; InvalidValue format, scoped or host_bits_set."""
-    if not isinstance(text, str):
-        raise InvalidValue("format", f"not an IP address or network: {text!r}")
-    text = text.strip()
-    if "%" in text:
-        raise InvalidValue("scoped", f"{text} names an interface zone: give an address without %zone")
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError as err:
-        raise InvalidValue("format", f"not an IP address or network: {text}") from err
-    if network.network_address != ipaddress.ip_interface(text).ip:
-        raise InvalidValue("host_bits_set", f"{text} has host bits set; did you mean {network}?")
-    return network
-
-
 def _refuse_special(network, text, prefix="", why="no device sends from there"):
     found = special_range(network)
     if found is None:
@@ -104,7 +89,7 @@ def check_source(text, family=None, allow_any_source=False):
     allow_any_source is no source at all: the sourceless rule, one record for one meaning
     (its family is the text's: model.family_of).
     """
-    network = _network(text)
+    network = parse_network(text)
     text = text.strip()
     actual = "ipv6" if network.version == 6 else "ipv4"
     if family and family != actual:
@@ -176,7 +161,7 @@ def check_local_network(text):
     """
     prefix = "local_networks_"
     try:
-        network = _network(text)
+        network = parse_network(text)
     except InvalidValue as err:
         reason = "format" if err.reason == "scoped" else err.reason
         raise InvalidValue(prefix + reason, str(err)) from None

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Bypass health for NS8's monitoring: Prometheus series, the scrape target and the
 alert rules the module publishes. Pure functions: the self-check gives them what it
 read, the adapters write what they return."""

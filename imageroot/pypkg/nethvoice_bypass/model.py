@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The pure model of a port forward: values, canonical rich-rule text, parsing.
 
 firewalld compares rich rules by their canonical text, with values compared as
@@ -31,22 +32,26 @@ def family_of(address_or_network):
     return "ipv6" if ipaddress.ip_network(address_or_network).version == 6 else "ipv4"
 
 
-def canonical_source(text, family=None):
-    """Canonical source address: compressed lower case, host masks dropped.
-
-    A network with host bits set is refused rather than silently widened.
-    """
-    text = str(text).strip()
+def parse_network(text):
+    """text -> strict ip network (an address is a /32 or /128); InvalidValue format, scoped
+    or host_bits_set: a network with host bits set is refused rather than silently widened."""
+    if not isinstance(text, str):
+        raise InvalidValue("format", f"not an IP address or network: {text!r}")
+    text = text.strip()
     if "%" in text:
-        raise InvalidValue("format", f"scoped IPv6 addresses are not supported: {text}")
+        raise InvalidValue("scoped", f"{text} names an interface zone: give an address without %zone")
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError as err:
         raise InvalidValue("format", f"not an IP address or network: {text}") from err
-    try:
-        ipaddress.ip_network(text)  # strict: only fails now if host bits are set
-    except ValueError as err:
-        raise InvalidValue("host_bits_set", f"{text} has host bits set; did you mean {network}?") from err
+    if network.network_address != ipaddress.ip_interface(text).ip:
+        raise InvalidValue("host_bits_set", f"{text} has host bits set; did you mean {network}?")
+    return network
+
+
+def canonical_source(text, family=None):
+    """Canonical source address: compressed lower case, host masks dropped."""
+    network = parse_network(str(text))
     actual = "ipv6" if network.version == 6 else "ipv4"
     if family and family != actual:
         raise InvalidValue("wrong_family", f"{text} is not an {family} address")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The module in NS8's monitoring: its timer and exporter units, the exporter's
 address, and the scrape target and alert rules it publishes for the metrics module."""
 

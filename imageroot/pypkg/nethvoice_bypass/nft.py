@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """nftables as firewalld generated it: the redirects in a zone's NAT chains, to
 check that a forward's rich rule became a rule the kernel runs."""
 

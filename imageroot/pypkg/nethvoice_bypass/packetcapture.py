@@ -39,6 +39,7 @@ SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/socket.h, linux/if_packet.h
 SO_ATTACH_FILTER, SO_RCVBUFFORCE, SO_TIMESTAMPNS = 26, 33, 35  # asm-generic/socket.h (_OLD: 64-bit time on LP64)
 SIOCGIFINDEX = 0x8933  # linux/sockios.h
 PACKET_OUTGOING = 4  # linux/if_packet.h
+ARPHRD_LOOPBACK = 772  # linux/if_arp.h
 TIMESPEC = struct.Struct("=qq")
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -194,7 +195,7 @@ class PacketCapture:
 
     def _take(self, data, ancdata, address):
         ifname, protocol, pkttype, hatype, link_address = address
-        if pkttype == PACKET_OUTGOING and hatype == 772 and not self.spec.loopback_outgoing:  # ARPHRD_LOOPBACK
+        if pkttype == PACKET_OUTGOING and hatype == ARPHRD_LOOPBACK and not self.spec.loopback_outgoing:
             self.skipped_outgoing += 1
             return
         if len(self.records) >= self.max_packets or self.kept_bytes + len(data) > self.max_bytes:
@@ -214,7 +215,8 @@ class PacketCapture:
             self._done = True
 
     def read_ready(self):
-        """Read what is queued now, without waiting; True once `until` was satisfied."""
+        """Read what is queued now, without waiting; True once the `until` of the read in
+        progress was satisfied (it stops there)."""
         space = socket.CMSG_SPACE(TIMESPEC.size)
         while not self._done:
             try:
@@ -225,17 +227,20 @@ class PacketCapture:
         return self._done
 
     def read(self, seconds, until=None):
-        """Read for `seconds`, or until until(record) is true for a kept record."""
+        """Read for `seconds`, or until until(record) is true for a kept record: whether it was."""
         self._until, self._done = until, False
         deadline = time.monotonic() + seconds
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN)
-        while not self.read_ready():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            poller.poll(remaining * 1000)
-        return self._done
+        try:
+            while not self.read_ready():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                poller.poll(remaining * 1000)
+            return self._done
+        finally:
+            self._until, self._done = None, False
 
     async def read_async(self, seconds, until=None):
         """read() on the running event loop: a reader callback, no thread."""
@@ -253,7 +258,9 @@ class PacketCapture:
             pass
         finally:
             loop.remove_reader(self.sock.fileno())
-        return self.read_ready()
+        satisfied = self.read_ready()
+        self._until, self._done = None, False
+        return satisfied
 
     def result(self):
         """CaptureResult of the window so far (kernel counters read now if open)."""

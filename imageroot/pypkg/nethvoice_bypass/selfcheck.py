@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """self-check: the get-status checks and the local SIP probes, drift re-applied like
 reconcile-bypass (unless told not to), and the result as Prometheus gauges in
 metrics.prom (state dir, not in backups) for the exporter.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """SIP OPTIONS probe (asyncio, stdlib): who answers on a SIP port, and how.
 
 A probe ends within one deadline (connect, sends, headers and body) and never raises;
@@ -10,8 +11,7 @@ its `outcome` (with a `detail`) is one of:
 - invalid: something answered, but not a SIP response (garbage, a malformed message, a
   connection closed or reset before the answer);
 - error: not sent, or the socket failed on this side: not a unicast IP address
-  (broadcast, multicast, unspecified), no route from this node, a source address that
-  is not local.
+  (broadcast, multicast, unspecified), no route from this node, a non-local source.
 
 Run as a command to probe from another host or namespace:
   python3 -m nethvoice_bypass.sipprobe 192.0.2.1 --port 5060 --protocol udp

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """get-status: the core's status plus one read-only view of the bypass, with checks.
 
 Reads run side by side: the core's own get-status step (a subprocess), one mysql
@@ -114,7 +115,7 @@ def read_bypass(store):
 def get_status(_data=None):
     core = corestatus.start()
     store = Store()
-    bypass, _intent, _cluster = read_bypass(store)
+    bypass, _record, _cluster = read_bypass(store)
     bypass["self_check"] = store.read_json(SELF_CHECK_RESULT)
     status = corestatus.finish(core)
     status["bypass"] = bypass

@@ -13,6 +13,7 @@ from .forward_plan import (
     known_rules,
     plan_reconcile,
     proxy_rules,
+    rule_index,
     target_port,
 )
 from .forward_view import describe_all
@@ -103,6 +104,14 @@ def ownership(record, cluster, observed, sites, routes):
     return repairs, releases, conflicts
 
 
+def competing(record, observed, ours):
+    """{forward id: [rules of someone else for the same packets]}, from one index of the rules."""
+    if not observed:
+        return {}
+    index = rule_index(observed)
+    return {e.id: found for e in record.forwards.values() if (found := competing_rules(e, observed, ours, index))}
+
+
 def bypass_view(loaded, parts):
     """The snapshot the checks run on. parts: what read_parts read (cluster and
     observed None when unreadable; sites carry an `error` then)."""
@@ -120,8 +129,7 @@ def bypass_view(loaded, parts):
         "proxy": proxy_view(cluster, zone_rules) if cluster else None,
         "forwards": describe_all(record.forwards, nethvoice, observed),
         "orphaned_rules": orphaned_rules(zone_rules, ours) if observed else [],
-        "competing_rules": {e.id: competing_rules(e, observed, ours) for e in record.forwards.values()}
-        if observed else {},
+        "competing_rules": competing(record, observed, ours),
         "trunks": {i: trunks_view(site, record.instance(i), (nethvoice or {}).get(i)) for i, site in ok_sites.items()},
         "nat": {i: nat_view(site, record.instance(i)) for i, site in ok_sites.items()},
         "domain_aliases": {i: aliases_view(parts["routes"], m) for i, m in record.instances.items() if m.aliases},

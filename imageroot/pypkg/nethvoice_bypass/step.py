@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The NS8 agent step protocol, as seen from inside one step.
 
 stdin carries the task data as JSON; the step prints exactly one JSON document on

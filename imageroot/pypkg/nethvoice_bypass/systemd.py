@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The module's system units, the rootfull way: templates from the image's systemd/
 rendered into /etc/systemd/system/<MODULE_ID>-<name>, driven with systemctl."""
 

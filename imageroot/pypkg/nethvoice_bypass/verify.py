@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """verify-bypass: check the path, not the configuration.
 
 SIP OPTIONS probes to the instance's Asterisk ports and to the proxy, from the node,
