@@ -6,7 +6,7 @@ Vue.use(VueRouter);
 
 // Pages are named after their path: cluster-admin's URL carries the page as
 // ?page=<name> (QueryParamService) and App.vue routes to it.
-export const PAGES = ["status", "forwards", "trunks", "about"];
+export const PAGES = ["status", "forwards", "trunks", "diagnose", "about"];
 
 const routes = [
   {
@@ -26,6 +26,12 @@ const routes = [
     name: "Trunks",
     component: () =>
       import(/* webpackChunkName: "trunks" */ "../views/Trunks.vue"),
+  },
+  {
+    path: "/diagnose",
+    name: "Diagnose",
+    component: () =>
+      import(/* webpackChunkName: "diagnose" */ "../views/Diagnose.vue"),
   },
   {
     path: "/about",
